@@ -1,0 +1,97 @@
+"""A registry of named encoders, each with its own preprocessing config (the timm pattern).
+
+``create_encoder("efficientnet_lite0")`` builds the offline default;
+``create_encoder("biomedclip:/path/to/dir")`` passes ``/path/to/dir`` as the factory's
+first argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images must be prepared for an encoder.
+
+    ``resize_mode="pad"`` scales the longer side to ``size`` and pads the rest with
+    black, so no image border is cropped away; ``"crop"`` scales the shorter side and
+    centre-crops.
+    """
+
+    size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "pad"
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the pipeline needs from an image encoder."""
+
+    name: str
+    """Identifies the weights and preprocessing; part of every cache key."""
+    config: PreprocessConfig
+    dim: int
+
+    def embed(self, batch: torch.Tensor) -> np.ndarray:
+        """Map a normalised ``(B, 3, S, S)`` float tensor to ``(B, dim)`` float32 features."""
+        ...
+
+
+@runtime_checkable
+class TextEncoder(Encoder, Protocol):
+    """An encoder that also embeds text into the same space (CLIP-style)."""
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Map texts to ``(len(texts), dim)`` float32 features."""
+        ...
+
+
+EncoderFactory = Callable[..., Encoder]
+_REGISTRY: dict[str, EncoderFactory] = {}
+
+
+def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator that makes ``factory`` available as ``create_encoder(name)``."""
+
+    def add(factory: EncoderFactory) -> EncoderFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def list_encoders() -> list[str]:
+    _load_builtin_encoders()
+    return sorted(_REGISTRY)
+
+
+def create_encoder(spec: str, **kwargs: object) -> Encoder:
+    """Build an encoder from ``"name"`` or ``"name:argument"``."""
+    _load_builtin_encoders()
+    name, _, argument = spec.partition(":")
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"Unknown encoder {name!r}. Known encoders: {known}.")
+    args = (argument,) if argument else ()
+    return _REGISTRY[name](*args, **kwargs)
+
+
+def _load_builtin_encoders() -> None:
+    # Importing the modules runs their @register_encoder decorators.
+    from medsort.embed import efficientnet  # noqa: F401
+
+    try:
+        from medsort.embed import biomedclip  # noqa: F401
+    except ImportError:  # optional: needs transformers
+        pass

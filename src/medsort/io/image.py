@@ -1,0 +1,48 @@
+"""The one image abstraction every reader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class MedImage:
+    """One 2D item ready for display and embedding.
+
+    A file can yield several items (DICOM frames, NIfTI slices, slide tiles); ``item``
+    tells them apart and is ``""`` for a file that yields a single image.
+
+    Parameters
+    ----------
+    pixels : np.ndarray
+        ``uint8`` array, ``(H, W)`` for grayscale or ``(H, W, 3)`` for RGB, already in display
+        intensities (windowed, inverted where MONOCHROME1, 16-bit scaled). See
+        :mod:`medsort.io.intensity`.
+    path : Path
+        The source file.
+    item : str
+        Which part of the file this is, e.g. ``"frame=3"``, ``"axis=2,slice=40"``,
+        ``"tile=1024,2048"``; empty for single-image files.
+    meta : dict
+        Non-identifying attributes (format, size, bit depth, modality, manufacturer, ...)
+        kept for auditing. Never patient identifiers.
+    """
+
+    pixels: np.ndarray
+    path: Path
+    item: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_gray(self) -> bool:
+        return self.pixels.ndim == 2
+
+    def rgb(self) -> np.ndarray:
+        """Pixels as ``(H, W, 3)`` uint8; gray is repeated over three channels."""
+        if self.pixels.ndim == 2:
+            return np.repeat(self.pixels[:, :, None], 3, axis=2)
+        return self.pixels
