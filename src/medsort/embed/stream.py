@@ -1,0 +1,242 @@
+"""Embed stage: read, preprocess and embed every file, streaming and cached.
+
+Decoding runs in background threads while the model works on the previous batch;
+a bounded queue keeps memory flat however many images (or slide tiles) there are.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
+from medsort.embed.registry import Encoder
+from medsort.io.readers import ReadError, ReadOptions, iter_images
+from medsort.preprocess import to_model_input, to_tensor_batch
+
+
+@dataclass
+class Embedded:
+    """What the embed stage returns, one row per 2D item, in file order."""
+
+    files: list[Path]
+    """Source file of each row."""
+    items: list[dict[str, Any]]
+    """``{"item": ..., "meta": {...}, "hash": ...}`` per row."""
+    vectors: np.ndarray
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    n_embedded_files: int = 0
+    """Files that were embedded now, not taken from the cache."""
+
+
+@dataclass
+class _Pending:
+    key: str
+    file_hash: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    expected: int | None = None
+    error: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.expected is not None and len(self.vectors) == self.expected
+
+
+def embed_files(
+    files: Sequence[Path],
+    encoder: Encoder,
+    cache: EmbeddingCache,
+    options: ReadOptions | None = None,
+    batch_size: int = 32,
+    n_readers: int = 2,
+    progress: bool = True,
+) -> Embedded:
+    """Embed every readable file; unreadable ones are returned in ``skipped`` with a reason.
+
+    Parameters
+    ----------
+    files : sequence of Path
+        Files to embed, in the order the output rows should follow.
+    encoder : Encoder
+        The model; its ``name`` and ``config`` are part of the cache key.
+    cache : EmbeddingCache
+        Where finished files are looked up and stored.
+    options : ReadOptions, optional
+        Reader choices (windowing, frames, slices, tiling).
+    batch_size : int
+        Images per model call.
+    n_readers : int
+        Background decoding threads.
+    progress : bool
+        Show progress bars.
+    """
+    options = options or ReadOptions()
+    token = options.cache_token()
+    done: dict[int, CachedFile] = {}
+    skipped: dict[int, str] = {}
+    pending: dict[int, _Pending] = {}
+    for index, path in enumerate(
+        tqdm(files, desc="checking cache", unit="file", disable=not progress, leave=False)
+    ):
+        try:
+            file_hash = content_hash(path)
+        except OSError as error:
+            skipped[index] = f"cannot open file: {error.strerror or error}"
+            continue
+        key = EmbeddingCache.key(file_hash, encoder.name, token)
+        hit = cache.get(key)
+        if hit is None:
+            pending[index] = _Pending(key=key, file_hash=file_hash)
+        else:
+            done[index] = hit
+    if pending:
+        _embed_pending(files, pending, encoder, cache, options, batch_size, n_readers, progress)
+    for index, entry in pending.items():
+        if entry.error is not None:
+            skipped[index] = entry.error
+        else:
+            done[index] = CachedFile(entry.items, _stack(entry.vectors, encoder.dim))
+    cache.commit()
+    return _assemble(
+        files,
+        done,
+        skipped,
+        n_embedded=len(pending) - sum(entry.error is not None for entry in pending.values()),
+    )
+
+
+def _embed_pending(
+    files: Sequence[Path],
+    pending: dict[int, _Pending],
+    encoder: Encoder,
+    cache: EmbeddingCache,
+    options: ReadOptions,
+    batch_size: int,
+    n_readers: int,
+    progress: bool,
+) -> None:
+    outbox: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=4 * batch_size)
+    todo: queue.Queue[int] = queue.Queue()
+    for index in pending:
+        todo.put(index)
+    workers = [
+        threading.Thread(
+            target=_read_worker, args=(files, todo, outbox, encoder, options), daemon=True
+        )
+        for _ in range(max(1, n_readers))
+    ]
+    for worker in workers:
+        worker.start()
+    bar = tqdm(total=len(pending), desc="embedding", unit="file", disable=not progress)
+    batch: list[tuple[int, np.ndarray]] = []
+    finished_workers = 0
+    while finished_workers < len(workers):
+        kind, index, payload = outbox.get()
+        if kind == "worker-done":
+            finished_workers += 1
+            continue
+        entry = pending[index]
+        if kind == "item":
+            meta, model_input = payload
+            entry.items.append(meta)
+            batch.append((index, model_input))
+            if len(batch) >= batch_size:
+                _run_batch(batch, pending, encoder, cache, bar)
+                batch = []
+        elif kind == "file-done":
+            entry.expected = payload
+            _store_if_complete(index, entry, cache, bar)
+        else:  # "error"
+            entry.error = payload
+            bar.update(1)
+    if batch:
+        _run_batch(batch, pending, encoder, cache, bar)
+    bar.close()
+
+
+def _read_worker(
+    files: Sequence[Path],
+    todo: queue.Queue[int],
+    outbox: queue.Queue[tuple[str, int, Any]],
+    encoder: Encoder,
+    options: ReadOptions,
+) -> None:
+    while True:
+        try:
+            index = todo.get_nowait()
+        except queue.Empty:
+            outbox.put(("worker-done", -1, None))
+            return
+        count = 0
+        try:
+            for image in iter_images(files[index], options):
+                model_input = to_model_input(image.rgb(), encoder.config)
+                outbox.put(("item", index, ({"item": image.item, "meta": image.meta}, model_input)))
+                count += 1
+            if count == 0:
+                raise ReadError("no image found in the file")
+            outbox.put(("file-done", index, count))
+        except ReadError as error:
+            outbox.put(
+                ("error", index, str(error) if count == 0 else f"{error} (after {count} items)")
+            )
+        except Exception as error:  # a decoder crash names the file, the run goes on
+            outbox.put(("error", index, f"{type(error).__name__}: {error}"))
+
+
+def _run_batch(
+    batch: list[tuple[int, np.ndarray]],
+    pending: dict[int, _Pending],
+    encoder: Encoder,
+    cache: EmbeddingCache,
+    bar: tqdm,
+) -> None:
+    vectors = encoder.embed(to_tensor_batch([image for _, image in batch], encoder.config))
+    for (index, _), vector in zip(batch, vectors, strict=True):
+        pending[index].vectors.append(vector)
+    for index in {index for index, _ in batch}:
+        _store_if_complete(index, pending[index], cache, bar)
+
+
+def _store_if_complete(index: int, entry: _Pending, cache: EmbeddingCache, bar: tqdm) -> None:
+    if entry.complete and entry.error is None:
+        cache.put(entry.key, CachedFile(entry.items, _stack(entry.vectors, 0)))
+        bar.update(1)
+
+
+def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
+    if not vectors:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.stack(vectors).astype(np.float32, copy=False)
+
+
+def _assemble(
+    files: Sequence[Path],
+    done: dict[int, CachedFile],
+    skipped: dict[int, str],
+    n_embedded: int,
+) -> Embedded:
+    rows: list[Path] = []
+    items: list[dict[str, Any]] = []
+    blocks: list[np.ndarray] = []
+    for index in sorted(done):
+        entry = done[index]
+        rows.extend([files[index]] * len(entry.items))
+        items.extend(entry.items)
+        blocks.append(entry.vectors)
+    vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
+    return Embedded(
+        files=rows,
+        items=items,
+        vectors=vectors,
+        skipped=[(files[index], reason) for index, reason in sorted(skipped.items())],
+        n_embedded_files=n_embedded,
+    )

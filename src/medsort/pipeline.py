@@ -1,0 +1,65 @@
+"""``sort_folder``: the whole run, read → embed → group → report/export, as the CLI does it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsort.embed.registry import Encoder
+from medsort.io.readers import ReadOptions
+from medsort.report import export_groups, write_report
+from medsort.results import SortResult
+from medsort.sorter import Sorter
+
+
+def sort_folder(
+    input_dir: Path | str,
+    out_dir: Path | str,
+    encoder: str | Encoder = "efficientnet_lite0",
+    n_clusters: int | None = None,
+    export: str | None = None,
+    cache_dir: Path | str | None = "default",
+    batch_size: int = 32,
+    random_state: int = 0,
+    read_options: ReadOptions | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
+
+    Nothing under ``input_dir`` is modified. If ``out_dir`` lies inside ``input_dir`` it
+    is left out of the scan.
+    """
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    if not input_dir.is_dir():
+        raise NotADirectoryError(f"Input folder not found: {input_dir}")
+    if out_dir.resolve() == input_dir.resolve():
+        raise ValueError("The output folder must not be the input folder.")
+    exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
+    sorter = Sorter(
+        encoder=encoder,
+        n_clusters=n_clusters,
+        read_options=read_options,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        random_state=random_state,
+        progress=not quiet,
+    ).fit(input_dir, exclude=exclude)
+    result = sorter.result_
+    result.save(out_dir)
+    write_report(out_dir)
+    if export:
+        export_groups(result, out_dir, mode=export)
+    if not quiet:
+        print(summary(result, out_dir))
+    return out_dir
+
+
+def summary(result: SortResult, out_dir: Path) -> str:
+    run = result.run
+    lines = [
+        f"Sorted {run['n_items']} images into {run['n_modality_groups']} modality group(s) "
+        f"and {run['n_groups']} group(s); embedded {run['n_embedded_files']} new file(s).",
+    ]
+    if run["n_skipped"]:
+        lines.append(f"Skipped {run['n_skipped']} file(s): see {out_dir / 'skipped.csv'}")
+    lines.append(f"Report: {out_dir / 'report.html'}")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""The :class:`Sorter`: read → preprocess → embed (cached) → group, in one estimator."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medsort import __version__
+from medsort.embed.cache import EmbeddingCache, default_cache_dir
+from medsort.embed.registry import Encoder, create_encoder
+from medsort.embed.stream import Embedded, embed_files
+from medsort.group import TwoLevelGrouper
+from medsort.io.readers import ReadOptions
+from medsort.io.scan import relative_key, scan_folder
+from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
+
+
+class Sorter:
+    """Sort a folder of medical images into modality groups, then condition groups.
+
+    Parameters
+    ----------
+    encoder : str or Encoder
+        A registered encoder name (see ``medsort models list``) or an encoder object.
+    n_clusters : int or None
+        ``None`` chooses the number of groups automatically, on two levels (modality, then
+        condition). An integer gives exactly that many flat groups.
+    read_options : ReadOptions, optional
+        Windowing, frame, slice and tiling choices for the readers.
+    cache_dir : Path, None or "default"
+        Where embeddings are cached; ``None`` disables the cache.
+    batch_size : int
+        Images per model call.
+    n_representatives : int
+        How many of the most typical items of each group are marked ``representative``.
+    random_state : int
+        Seed for every random step, so runs are repeatable.
+    progress : bool
+        Show progress bars.
+
+    Attributes
+    ----------
+    result_ : SortResult
+        Assignments, item metadata, embeddings and skipped files.
+    labels_ : ndarray of shape (n_items,)
+        Final group of each item, unique across modality groups.
+    modality_labels_ : ndarray of shape (n_items,)
+        Modality group of each item.
+    grouper_ : TwoLevelGrouper
+        The fitted grouping model, used by :meth:`predict`.
+    timings_ : dict
+        Seconds spent in each stage.
+    """
+
+    def __init__(
+        self,
+        encoder: str | Encoder = "efficientnet_lite0",
+        n_clusters: int | None = None,
+        read_options: ReadOptions | None = None,
+        cache_dir: Path | str | None = "default",
+        batch_size: int = 32,
+        n_representatives: int = 8,
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.encoder = encoder
+        self.n_clusters = n_clusters
+        self.read_options = read_options
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.n_representatives = n_representatives
+        self.random_state = random_state
+        self.progress = progress
+
+    def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
+        """Read, embed and group every image under ``input_dir``.
+
+        ``exclude`` is a folder inside ``input_dir`` not to read (e.g. the output folder).
+        """
+        input_dir = Path(input_dir)
+        self.timings_: dict[str, float] = {}
+        started = time.perf_counter()
+        files = scan_folder(input_dir, exclude=exclude)
+        self.encoder_ = self._make_encoder()
+        embedded = self._embed(files)
+        self.timings_["read+embed"] = time.perf_counter() - started
+        if len(embedded.items) == 0:
+            raise ValueError(
+                f"No readable image found under {input_dir} ({len(files)} files, "
+                f"{len(embedded.skipped)} skipped)."
+            )
+        started = time.perf_counter()
+        self.grouper_ = TwoLevelGrouper(
+            n_clusters=self.n_clusters, random_state=self.random_state
+        ).fit(embedded.vectors)
+        self.timings_["group"] = time.perf_counter() - started
+        self.labels_ = self.grouper_.labels_
+        self.modality_labels_ = self.grouper_.modality_labels_
+        self.n_embedded_files_ = embedded.n_embedded_files
+        self.result_ = self._result(input_dir, embedded)
+        return self
+
+    def fit_predict(self, input_dir: Path | str) -> np.ndarray:
+        return self.fit(input_dir).labels_
+
+    def predict(self, paths: list[Path]) -> np.ndarray:
+        """Final group of every item of ``paths`` (new images), without refitting.
+
+        Unreadable files are left out; see :meth:`embed` for the rows.
+        """
+        embedded = self.embed(paths)
+        return self.grouper_.predict(embedded.vectors)
+
+    def embed(self, paths: list[Path]) -> Embedded:
+        """Embed files with the fitted encoder and cache."""
+        return self._embed([Path(path) for path in paths])
+
+    def _make_encoder(self) -> Encoder:
+        if isinstance(self.encoder, str):
+            return create_encoder(self.encoder)
+        return self.encoder
+
+    def _embed(self, files: list[Path]) -> Embedded:
+        if self.cache_dir == "default":
+            folder: Path | None = default_cache_dir()
+        else:
+            folder = None if self.cache_dir is None else Path(self.cache_dir)
+        cache = EmbeddingCache(folder)
+        try:
+            return embed_files(
+                files,
+                self.encoder_,
+                cache,
+                options=self.read_options,
+                batch_size=self.batch_size,
+                progress=self.progress,
+            )
+        finally:
+            cache.close()
+
+    def _result(self, input_dir: Path, embedded: Embedded) -> SortResult:
+        paths = [relative_key(path, input_dir) for path in embedded.files]
+        item_ids = [entry["item"] for entry in embedded.items]
+        distances = self.grouper_.distances_
+        assignments = pd.DataFrame(
+            {
+                "path": paths,
+                "item": item_ids,
+                "modality_group": self.modality_labels_,
+                "group": self.labels_,
+                "distance": np.round(distances, 6),
+                "representative": representatives(self.labels_, distances, self.n_representatives),
+                "map_x": np.round(self.grouper_.map_2d_[:, 0], 4),
+                "map_y": np.round(self.grouper_.map_2d_[:, 1], 4),
+            },
+            columns=ASSIGNMENT_COLUMNS,
+        )
+        items = pd.DataFrame(
+            [
+                {"path": p, "item": i, **entry["meta"]}
+                for p, i, entry in zip(paths, item_ids, embedded.items, strict=True)
+            ]
+        )
+        skipped = skipped_table(
+            [(relative_key(path, input_dir), reason) for path, reason in embedded.skipped]
+        )
+        return SortResult(
+            assignments=assignments,
+            items=items,
+            embeddings=embedded.vectors,
+            skipped=skipped,
+            run=self._run_info(input_dir, embedded),
+        )
+
+    def _run_info(self, input_dir: Path, embedded: Embedded) -> dict[str, Any]:
+        return {
+            "medsort_version": __version__,
+            "input_dir": str(input_dir.resolve()),
+            "encoder": self.encoder_.name,
+            "n_clusters": self.n_clusters,
+            "read_options": asdict(self.read_options or ReadOptions()),
+            "n_items": len(embedded.items),
+            "n_skipped": len(embedded.skipped),
+            "n_embedded_files": embedded.n_embedded_files,
+            "n_modality_groups": int(self.modality_labels_.max()) + 1,
+            "n_groups": int(self.labels_.max()) + 1,
+            "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
+        }
+
+
+def representatives(labels: np.ndarray, distances: np.ndarray, per_group: int) -> np.ndarray:
+    """Mark the ``per_group`` items closest to their group centre."""
+    chosen = np.zeros(len(labels), dtype=bool)
+    for group in np.unique(labels):
+        members = np.flatnonzero(labels == group)
+        chosen[members[np.argsort(distances[members], kind="stable")[:per_group]]] = True
+    return chosen
