@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +12,9 @@ from pathlib import Path
 from medsort import __version__
 
 Command = Callable[[argparse.Namespace], int]
+
+# Later stages add their own subcommands through ``add_commands(subparsers)``.
+STAGE_COMMANDS: tuple[str, ...] = ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_eval(commands)
     _add_models(commands)
+    for module in STAGE_COMMANDS:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ The report is rebuilt from the output folder alone, so every stage that adds a f
 from __future__ import annotations
 
 import html
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,14 +42,33 @@ def register_section(order: int) -> Callable[[Section], Section]:
     return add
 
 
+# Stages after grouping contribute sections from these modules (each optional).
+SECTION_MODULES = (
+    "medsort.io.report",
+    "medsort.name.report",
+    "medsort.refine.report",
+    "medsort.audit.report",
+)
+
+
 def write_report(out_dir: Path) -> Path:
     """Render ``OUT_DIR/report.html`` from what the output folder holds."""
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
+    _import_section_modules()
     body = "\n".join(section(result, out_dir) for _, section in _SECTIONS)
     target = out_dir / REPORT
     target.write_text(_page(result, body), encoding="utf-8")
     return target
+
+
+def _import_section_modules() -> None:
+    for module in SECTION_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:  # the module exists but something it needs is missing
+                raise
 
 
 def color(group: int) -> str:
