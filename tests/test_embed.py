@@ -1,0 +1,113 @@
+"""The embed stage: streaming, the cache (nothing embedded twice) and skipped files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medsort.embed.cache import EmbeddingCache
+from medsort.embed.registry import create_encoder, list_encoders
+from medsort.embed.stream import embed_files
+from medsort.io import ReadOptions, scan_folder
+from medsort.preprocess import to_model_input
+
+
+class CountingEncoder:
+    """Wraps the real default encoder and counts the images it embeds."""
+
+    def __init__(self) -> None:
+        self.inner = create_encoder("efficientnet_lite0")
+        self.name, self.config, self.dim = self.inner.name, self.inner.config, self.inner.dim
+        self.calls = 0
+
+    def embed(self, batch):  # noqa: ANN001, ANN201
+        self.calls += len(batch)
+        return self.inner.embed(batch)
+
+
+def test_registry_lists_default_encoder() -> None:
+    assert "efficientnet_lite0" in list_encoders()
+    encoder = create_encoder("efficientnet_lite0")
+    assert encoder.dim == 1280 and encoder.config.size == 224
+
+
+def test_second_run_embeds_nothing_and_new_files_only(demo_images: Path, cache_dir: Path) -> None:
+    encoder = CountingEncoder()
+    files = scan_folder(demo_images)
+    first = embed_files(files, encoder, EmbeddingCache(cache_dir), batch_size=8, progress=False)
+    assert encoder.calls == len(files) == first.n_embedded_files
+    assert first.vectors.shape == (len(files), 1280)
+
+    encoder.calls = 0
+    second = embed_files(files, encoder, EmbeddingCache(cache_dir), batch_size=8, progress=False)
+    assert encoder.calls == 0 and second.n_embedded_files == 0
+    np.testing.assert_array_equal(first.vectors, second.vectors)
+
+    added = demo_images / "added"
+    added.mkdir()
+    for index, source in enumerate(files[:3]):  # new content: flipped copies
+        flipped = np.asarray(Image.open(source))[::-1].copy()
+        Image.fromarray(flipped).save(added / f"new_{index}.png")
+    files = scan_folder(demo_images)
+    third = embed_files(files, encoder, EmbeddingCache(cache_dir), batch_size=8, progress=False)
+    assert encoder.calls == 3 and third.n_embedded_files == 3
+    assert len(third.items) == len(files)
+
+
+def test_cache_is_keyed_by_content_not_name(demo_images: Path, cache_dir: Path) -> None:
+    encoder = CountingEncoder()
+    files = scan_folder(demo_images)[:4]
+    embed_files(files, encoder, EmbeddingCache(cache_dir), progress=False)
+    renamed = demo_images / "renamed.png"
+    shutil.copy2(files[0], renamed)
+    encoder.calls = 0
+    result = embed_files([renamed], encoder, EmbeddingCache(cache_dir), progress=False)
+    assert encoder.calls == 0 and result.vectors.shape == (1, 1280)
+
+
+def test_read_options_are_part_of_the_key(demo_images: Path, cache_dir: Path) -> None:
+    encoder = CountingEncoder()
+    files = scan_folder(demo_images)[:2]
+    embed_files(files, encoder, EmbeddingCache(cache_dir), progress=False)
+    encoder.calls = 0
+    embed_files(
+        files, encoder, EmbeddingCache(cache_dir), ReadOptions(window="lung"), progress=False
+    )
+    assert encoder.calls == 2
+
+
+def test_broken_files_are_skipped_and_the_rest_embedded(demo_images: Path) -> None:
+    (demo_images / "empty.png").write_bytes(b"")
+    (demo_images / "readme.txt").write_text("not an image")
+    good = sorted(demo_images.glob("demo_*.png"))[0].read_bytes()
+    (demo_images / "truncated.png").write_bytes(good[: len(good) // 3])
+    files = scan_folder(demo_images)
+    before = {path: path.read_bytes() for path in files}
+    result = embed_files(files, CountingEncoder(), EmbeddingCache(None), progress=False)
+    reasons = {path.name: reason for path, reason in result.skipped}
+    assert set(reasons) == {"empty.png", "readme.txt", "truncated.png"}
+    assert "empty" in reasons["empty.png"]
+    assert "not a supported image format" in reasons["readme.txt"]
+    assert len(result.items) == len(files) - 3
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+
+def test_same_image_same_vector_in_any_batch(demo_images: Path) -> None:
+    encoder = create_encoder("efficientnet_lite0")
+    files = scan_folder(demo_images)[:5]
+    together = embed_files(files, encoder, EmbeddingCache(None), batch_size=5, progress=False)
+    alone = embed_files(files[2:3], encoder, EmbeddingCache(None), batch_size=1, progress=False)
+    np.testing.assert_allclose(together.vectors[2], alone.vectors[0], atol=1e-4)
+
+
+def test_pad_resize_keeps_the_whole_image() -> None:
+    config = create_encoder("efficientnet_lite0").config
+    wide = np.full((50, 100, 3), 255, dtype=np.uint8)
+    out = to_model_input(wide, config)
+    assert out.shape == (224, 224, 3)
+    rows = np.flatnonzero(out[:, 112, 0] > 0)
+    assert rows.min() == 56 and rows.max() == 167  # letterboxed, nothing cropped
+    assert (out[:, 0, 0] > 0).sum() > 0 and (out[:, -1, 0] > 0).sum() > 0

@@ -1,0 +1,112 @@
+"""Raster reading: bit depths, colour modes, and broken files that must not stop a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medsort.io import ReadError, read_file
+from medsort.io.intensity import apply_window, parse_window, scale_to_uint8
+
+
+def test_8bit_gray_png_is_read_unchanged(tmp_path: Path) -> None:
+    pixels = np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) % 256
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "a.png")
+    [image] = read_file(tmp_path / "a.png")
+    assert image.pixels.dtype == np.uint8
+    assert image.pixels.shape == (48, 64)
+    np.testing.assert_array_equal(image.pixels, pixels)
+    assert image.meta["format"] == "PNG" and image.meta["bit_depth"] == 8
+    assert image.rgb().shape == (48, 64, 3)
+
+
+def test_16bit_png_is_scaled_not_truncated(tmp_path: Path) -> None:
+    # 12-bit detector values: truncating to 8 bits would saturate nearly everything.
+    values = np.linspace(0, 4095, 100 * 100).reshape(100, 100).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "xray16.png")
+    [image] = read_file(tmp_path / "xray16.png")
+    assert image.meta["bit_depth"] == 16
+    assert image.pixels.dtype == np.uint8
+    assert image.pixels.min() == 0 and image.pixels.max() == 255
+    # monotone and spread over the whole range, not clipped at one value
+    assert len(np.unique(image.pixels)) > 200
+    assert np.all(np.diff(image.pixels.ravel().astype(int)) >= 0)
+
+
+def test_float_tiff_with_nan_is_scaled(tmp_path: Path) -> None:
+    values = np.linspace(-1000.0, 3000.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    values[0, 0] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    [image] = read_file(tmp_path / "float.tif")
+    assert image.pixels.dtype == np.uint8
+    assert image.pixels[0, 0] == 0
+    assert image.pixels[-1, -1] == 255
+
+
+def test_rgba_and_palette_become_rgb(tmp_path: Path) -> None:
+    rgba = np.zeros((10, 10, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 255
+    rgba[:5, :, 3] = 0  # transparent top half composites onto black
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    [image] = read_file(tmp_path / "rgba.png")
+    assert image.pixels.shape == (10, 10, 3)
+    assert image.pixels[0, 0].tolist() == [0, 0, 0]
+    assert image.pixels[9, 9].tolist() == [200, 0, 0]
+
+    Image.fromarray(rgba[..., :3]).convert("P").save(tmp_path / "palette.png")
+    [image] = read_file(tmp_path / "palette.png")
+    assert image.pixels.shape == (10, 10, 3)
+
+
+def test_bmp_and_jpeg(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "a.bmp")
+    Image.fromarray(array).save(tmp_path / "a.jpg", quality=95)
+    [bmp] = read_file(tmp_path / "a.bmp")
+    [jpeg] = read_file(tmp_path / "a.jpg")
+    np.testing.assert_array_equal(bmp.pixels, array)
+    assert jpeg.meta["format"] == "JPEG" and jpeg.pixels.shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.png", b"", "empty file"),
+        ("notes.txt", b"hello", "not a supported image format"),
+        ("fake.png", b"this is not a png at all", "not a readable image"),
+    ],
+)
+def test_broken_files_raise_a_clear_reason(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ReadError, match=reason):
+        read_file(tmp_path / name)
+
+
+def test_truncated_png_raises_read_error(tmp_path: Path) -> None:
+    array = np.random.default_rng(1).integers(0, 255, (200, 200), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReadError, match="truncated|corrupt"):
+        read_file(tmp_path / "cut.png")
+
+
+def test_window_presets_and_linear_window() -> None:
+    assert parse_window("lung") == (-600.0, 1500.0)
+    assert parse_window("40,400") == (40.0, 400.0)
+    with pytest.raises(ValueError, match="preset"):
+        parse_window("liver-ish")
+    hu = np.array([-1000.0, 40.0, 1000.0])
+    shown = apply_window(hu, centre=40.0, width=400.0)
+    assert shown.tolist() == [0, 128, 255]
+
+
+def test_scale_keeps_small_integer_images() -> None:
+    values = np.array([[0, 10], [20, 255]], dtype=np.int32)
+    np.testing.assert_array_equal(scale_to_uint8(values), values.astype(np.uint8))
