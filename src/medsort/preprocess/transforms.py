@@ -22,23 +22,34 @@ def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     is scaled to ``config.size`` and the rest padded with black.
     """
     image = Image.fromarray(rgb)
+    if config.resize_mode == "crop":
+        return _resize_and_crop(image, config)
     size = config.size
     width, height = image.size
-    if config.resize_mode == "crop":
-        scale = size / min(width, height)
-    else:
-        scale = size / max(width, height)
+    scale = size / max(width, height)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = image.resize(new_size, _RESAMPLE[config.interpolation])
-    if config.resize_mode == "crop":
-        left = (new_size[0] - size) // 2
-        top = (new_size[1] - size) // 2
-        return np.asarray(image.crop((left, top, left + size, top + size)))
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     top = (size - new_size[1]) // 2
     left = (size - new_size[0]) // 2
     canvas[top : top + new_size[1], left : left + new_size[0]] = np.asarray(image)
     return canvas
+
+
+def _resize_and_crop(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    # Same arithmetic as the CLIP family's training transforms (shorter side to size,
+    # longer side truncated, centre crop offset rounded), so crop-mode encoders see
+    # exactly the pixels they were trained on.
+    size = config.size
+    width, height = image.size
+    if width <= height:
+        new_size = (size, int(size * height / width))
+    else:
+        new_size = (int(size * width / height), size)
+    image = image.resize(new_size, _RESAMPLE[config.interpolation])
+    left = int(round((new_size[0] - size) / 2.0))
+    top = int(round((new_size[1] - size) / 2.0))
+    return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
 def to_tensor_batch(images: list[np.ndarray], config: PreprocessConfig) -> torch.Tensor:
