@@ -14,7 +14,7 @@ from medsort import __version__
 Command = Callable[[argparse.Namespace], int]
 
 # Later stages add their own subcommands through ``add_commands(subparsers)``.
-STAGE_COMMANDS: tuple[str, ...] = ()
+STAGE_COMMANDS: tuple[str, ...] = ("medsort.audit.cli",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,6 +96,27 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="whole-slide tiling resolution in microns per pixel",
     )
     command.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    _add_backend_options(command)
+
+
+def _add_backend_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="embed in this process, or with Ray encoder actors (needs medsort[ray])",
+    )
+    command.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: auto or ray://HEAD:10001 (default: start a local Ray)",
+    )
+    command.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray encoder actors (default: one per 4 CPUs of the cluster)",
+    )
 
 
 def _add_sort(commands: argparse._SubParsersAction) -> None:
@@ -149,6 +170,9 @@ def run_sort(args: argparse.Namespace) -> int:
         random_state=args.seed,
         read_options=_read_options(args),
         quiet=args.quiet,
+        backend=args.backend,
+        ray_address=args.address,
+        num_workers=args.workers,
     )
     return 0 if result_dir else 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medsort.audit import run_audit
 from medsort.embed.registry import Encoder
 from medsort.io.readers import ReadOptions
 from medsort.report import export_groups, write_report
@@ -22,11 +23,21 @@ def sort_folder(
     random_state: int = 0,
     read_options: ReadOptions | None = None,
     quiet: bool = False,
+    drop_duplicates: bool = False,
+    audit: bool = True,
+    metadata_csv: Path | None = None,
+    truth_csv: Path | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    num_workers: int | None = None,
 ) -> Path:
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
     Nothing under ``input_dir`` is modified. If ``out_dir`` lies inside ``input_dir`` it
-    is left out of the scan.
+    is left out of the scan. ``backend="ray"`` embeds with Ray encoder actors (see
+    :class:`~medsort.sorter.Sorter` and ``docs/scaling.md``). The shortcut and hygiene
+    audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
+    ``truth_csv`` labels (never used to group).
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
@@ -40,20 +51,27 @@ def sort_folder(
         read_options=read_options,
         cache_dir=cache_dir,
         batch_size=batch_size,
+        drop_duplicates=drop_duplicates,
         random_state=random_state,
         progress=not quiet,
+        backend=backend,
+        ray_address=ray_address,
+        num_workers=num_workers,
     ).fit(input_dir, exclude=exclude)
     result = sorter.result_
     result.save(out_dir)
+    findings: list[dict] = []
+    if audit:
+        findings = run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)["findings"]
     write_report(out_dir)
     if export:
         export_groups(result, out_dir, mode=export)
     if not quiet:
-        print(summary(result, out_dir))
+        print(summary(result, out_dir, findings))
     return out_dir
 
 
-def summary(result: SortResult, out_dir: Path) -> str:
+def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = None) -> str:
     run = result.run
     lines = [
         f"Sorted {run['n_items']} images into {run['n_modality_groups']} modality group(s) "
@@ -61,5 +79,8 @@ def summary(result: SortResult, out_dir: Path) -> str:
     ]
     if run["n_skipped"]:
         lines.append(f"Skipped {run['n_skipped']} file(s): see {out_dir / 'skipped.csv'}")
+    warnings = [f for f in findings or [] if f.get("level") == "warning"]
+    for finding in warnings:
+        lines.append(f"Warning: {finding['message']}")
     lines.append(f"Report: {out_dir / 'report.html'}")
     return "\n".join(lines)

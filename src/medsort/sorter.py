@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from medsort import __version__
+from medsort.audit.hygiene import keep_mask
 from medsort.embed.cache import EmbeddingCache, default_cache_dir
 from medsort.embed.registry import Encoder, create_encoder
 from medsort.embed.stream import Embedded, embed_files
@@ -38,10 +40,20 @@ class Sorter:
         Images per model call.
     n_representatives : int
         How many of the most typical items of each group are marked ``representative``.
+    drop_duplicates : bool
+        Leave byte-identical copies of a file out of the grouping; they are listed in
+        ``skipped.csv`` as duplicates of the copy that was kept.
     random_state : int
         Seed for every random step, so runs are repeatable.
     progress : bool
         Show progress bars.
+    backend : {"local", "ray"}
+        ``"local"`` embeds in this process; ``"ray"`` uses a pool of Ray encoder actors
+        (needs ``medsort[ray]`` and a registered encoder name as ``encoder``).
+    ray_address : str or None
+        Ray cluster to join (``"auto"``, ``"ray://head:10001"``); ``None`` starts a local one.
+    num_workers : int or None
+        Ray encoder actors; ``None`` picks one per 4 CPUs of the cluster.
 
     Attributes
     ----------
@@ -65,8 +77,12 @@ class Sorter:
         cache_dir: Path | str | None = "default",
         batch_size: int = 32,
         n_representatives: int = 8,
+        drop_duplicates: bool = False,
         random_state: int = 0,
         progress: bool = True,
+        backend: str = "local",
+        ray_address: str | None = None,
+        num_workers: int | None = None,
     ) -> None:
         self.encoder = encoder
         self.n_clusters = n_clusters
@@ -74,8 +90,12 @@ class Sorter:
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.n_representatives = n_representatives
+        self.drop_duplicates = drop_duplicates
         self.random_state = random_state
         self.progress = progress
+        self.backend = backend
+        self.ray_address = ray_address
+        self.num_workers = num_workers
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -88,6 +108,8 @@ class Sorter:
         files = scan_folder(input_dir, exclude=exclude)
         self.encoder_ = self._make_encoder()
         embedded = self._embed(files)
+        if self.drop_duplicates:
+            embedded = without_duplicates(embedded, input_dir)
         self.timings_["read+embed"] = time.perf_counter() - started
         if len(embedded.items) == 0:
             raise ValueError(
@@ -132,6 +154,10 @@ class Sorter:
             folder = None if self.cache_dir is None else Path(self.cache_dir)
         cache = EmbeddingCache(folder)
         try:
+            if self.backend not in ("local", "ray"):
+                raise ValueError(f"Unknown backend {self.backend!r}: use 'local' or 'ray'.")
+            if self.backend == "ray":
+                return self._embed_ray(files, cache, folder)
             return embed_files(
                 files,
                 self.encoder_,
@@ -142,6 +168,27 @@ class Sorter:
             )
         finally:
             cache.close()
+
+    def _embed_ray(self, files: list[Path], cache: EmbeddingCache, folder: Path | None) -> Embedded:
+        from medsort.embed.ray_backend import embed_files_ray
+
+        if not isinstance(self.encoder, str):
+            raise ValueError(
+                "backend='ray' needs the encoder as a registered name, e.g. "
+                "'efficientnet_lite0', so each worker can build it."
+            )
+        return embed_files_ray(
+            files,
+            self.encoder,
+            cache,
+            options=self.read_options,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            address=self.ray_address,
+            progress=self.progress,
+            encoder_name=self.encoder_.name,
+            shards_dir=None if folder is None else folder / "ray-shards",
+        )
 
     def _result(self, input_dir: Path, embedded: Embedded) -> SortResult:
         paths = [relative_key(path, input_dir) for path in embedded.files]
@@ -190,7 +237,41 @@ class Sorter:
             "n_modality_groups": int(self.modality_labels_.max()) + 1,
             "n_groups": int(self.labels_.max()) + 1,
             "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
+            "peak_rss_mib": peak_rss_mib(),
         }
+
+
+def without_duplicates(embedded: Embedded, input_dir: Path) -> Embedded:
+    """Keep the first file of every set of byte-identical copies; list the others as skipped."""
+    paths = [str(path) for path in embedded.files]
+    keep = keep_mask(embedded.hashes, paths)
+    kept_by_hash = {
+        h: p for h, p, k in zip(embedded.hashes, embedded.files, keep, strict=True) if k
+    }
+    dropped = {
+        path: f"duplicate of {relative_key(kept_by_hash[h], input_dir)} (--drop-duplicates)"
+        for h, path, k in zip(embedded.hashes, embedded.files, keep, strict=True)
+        if not k
+    }
+    rows = np.flatnonzero(keep)
+    return Embedded(
+        files=[embedded.files[row] for row in rows],
+        items=[embedded.items[row] for row in rows],
+        hashes=[embedded.hashes[row] for row in rows],
+        vectors=embedded.vectors[rows],
+        skipped=embedded.skipped + sorted(dropped.items()),
+        n_embedded_files=embedded.n_embedded_files,
+    )
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process so far (``None`` where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def representatives(labels: np.ndarray, distances: np.ndarray, per_group: int) -> np.ndarray:

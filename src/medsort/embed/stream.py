@@ -29,7 +29,9 @@ class Embedded:
     files: list[Path]
     """Source file of each row."""
     items: list[dict[str, Any]]
-    """``{"item": ..., "meta": {...}, "hash": ...}`` per row."""
+    """``{"item": ..., "meta": {...}}`` per row."""
+    hashes: list[str]
+    """Content hash of each row's source file."""
     vectors: np.ndarray
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     n_embedded_files: int = 0
@@ -81,6 +83,7 @@ def embed_files(
     options = options or ReadOptions()
     token = options.cache_token()
     done: dict[int, CachedFile] = {}
+    hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}
     pending: dict[int, _Pending] = {}
     for index, path in enumerate(
@@ -91,6 +94,7 @@ def embed_files(
         except OSError as error:
             skipped[index] = f"cannot open file: {error.strerror or error}"
             continue
+        hashes[index] = file_hash
         key = EmbeddingCache.key(file_hash, encoder.name, token)
         hit = cache.get(key)
         if hit is None:
@@ -108,6 +112,7 @@ def embed_files(
     return _assemble(
         files,
         done,
+        hashes,
         skipped,
         n_embedded=len(pending) - sum(entry.error is not None for entry in pending.values()),
     )
@@ -221,21 +226,25 @@ def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
 def _assemble(
     files: Sequence[Path],
     done: dict[int, CachedFile],
+    hashes: dict[int, str],
     skipped: dict[int, str],
     n_embedded: int,
 ) -> Embedded:
     rows: list[Path] = []
+    row_hashes: list[str] = []
     items: list[dict[str, Any]] = []
     blocks: list[np.ndarray] = []
     for index in sorted(done):
         entry = done[index]
         rows.extend([files[index]] * len(entry.items))
+        row_hashes.extend([hashes[index]] * len(entry.items))
         items.extend(entry.items)
         blocks.append(entry.vectors)
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
     return Embedded(
         files=rows,
         items=items,
+        hashes=row_hashes,
         vectors=vectors,
         skipped=[(files[index], reason) for index, reason in sorted(skipped.items())],
         n_embedded_files=n_embedded,

@@ -38,12 +38,68 @@ def parse_window(spec: str) -> tuple[float, float]:
     return centre, width
 
 
-def apply_window(values: np.ndarray, centre: float, width: float) -> np.ndarray:
-    """Linear window (DICOM PS3.3 C.11.2.1.2, 'LINEAR') to ``uint8``."""
+def apply_window(
+    values: np.ndarray, centre: float, width: float, function: str = "LINEAR"
+) -> np.ndarray:
+    """VOI window to ``uint8`` (DICOM PS3.3 C.11.2.1.2).
+
+    Parameters
+    ----------
+    values : np.ndarray
+        Modality values (e.g. Hounsfield units), any numeric type.
+    centre, width : float
+        Window centre and width.
+    function : str
+        ``"LINEAR"`` (the default), ``"LINEAR_EXACT"`` or ``"SIGMOID"``, as in the
+        file's VOI LUT Function.
+    """
     values = np.nan_to_num(values.astype(np.float64), nan=centre - width / 2)
+    function = (function or "LINEAR").upper()
+    if function == "SIGMOID":
+        return _to_uint8(1.0 / (1.0 + np.exp(-4.0 * (values - centre) / max(width, 1e-6))))
+    if function == "LINEAR_EXACT":
+        return _to_uint8((values - (centre - width / 2)) / max(width, 1e-6))
     low = centre - 0.5 - (width - 1) / 2
     scaled = (values - low) / max(width - 1, 1e-6)
     return _to_uint8(scaled)
+
+
+def apply_rescale(values: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Modality LUT as a linear rescale: ``stored * slope + intercept`` in float64."""
+    return values.astype(np.float64) * float(slope) + float(intercept)
+
+
+def robust_range(
+    values: np.ndarray, percentiles: tuple[float, float] = PERCENTILE_RANGE
+) -> tuple[float, float]:
+    """Low and high display limits from finite values (min/max where percentiles collapse).
+
+    Used to give every slice of a volume the same scaling; returns ``(0, 0)`` when no
+    value is finite.
+    """
+    data = np.asarray(values)
+    valid = data[np.isfinite(data)] if data.dtype.kind in "fc" else data.ravel()
+    if valid.size == 0:
+        return 0.0, 0.0
+    low, high = (float(v) for v in np.percentile(valid, percentiles))
+    if high <= low:
+        low, high = float(valid.min()), float(valid.max())
+    return low, high
+
+
+def scale_between(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Linear map of ``low..high`` to ``0..255``; NaN and -inf become 0, +inf 255."""
+    data = np.asarray(values, dtype=np.float64)
+    if high <= low:
+        return np.where(data > low, 255, 0).astype(np.uint8)
+    data = np.nan_to_num(data, nan=low, posinf=high, neginf=low)
+    return _to_uint8((data - low) / (high - low))
+
+
+def scale_by_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Full-range scaling of ``bits``-bit values (a LUT output or a 1-bit mask) to ``uint8``."""
+    top = float(2 ** max(int(bits), 1) - 1)
+    return _to_uint8(np.asarray(values, dtype=np.float64) / top)
 
 
 def scale_to_uint8(

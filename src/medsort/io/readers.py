@@ -7,6 +7,8 @@ DICOM files without an extension are found too).
 
 from __future__ import annotations
 
+import importlib
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -44,6 +46,10 @@ class ReadOptions:
     slide_mpp: float = 1.0
     """Whole-slide tiling resolution in microns per pixel."""
     tile_size: int = 224
+    """Side of a slide tile in pixels, at ``slide_mpp``."""
+    keep_tags: tuple[str, ...] = ()
+    """Extra DICOM keywords to copy into item metadata. Empty by default: only the
+    non-identifying allow-list of :mod:`medsort.io.phi` is ever copied otherwise."""
 
     def cache_token(self) -> str:
         return ";".join(f"{key}={value}" for key, value in sorted(asdict(self).items()))
@@ -197,18 +203,24 @@ def _display_pixels(image: Image.Image) -> np.ndarray:
 register_reader(RasterReader())
 
 _builtin_loaded = False
+_builtin_lock = threading.Lock()
 
 
 def _load_builtin_readers() -> None:
-    """Import optional readers (DICOM, NIfTI, slides) that register themselves."""
+    """Import optional readers (DICOM, NIfTI, slides) that register themselves.
+
+    Reader threads call this concurrently; the lock makes every thread wait until all
+    readers are registered, so none sees only the raster reader.
+    """
     global _builtin_loaded
     if _builtin_loaded:
         return
-    _builtin_loaded = True
-    import importlib
-
-    for module in ("medsort.io.dicom", "medsort.io.nifti", "medsort.io.slide"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            continue
+    with _builtin_lock:
+        if _builtin_loaded:
+            return
+        for module in ("medsort.io.dicom", "medsort.io.nifti", "medsort.io.slide"):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                continue
+        _builtin_loaded = True

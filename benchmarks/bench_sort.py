@@ -1,0 +1,109 @@
+"""End-to-end benchmark of ``medsort sort`` on the real sets in ``../shared/data``.
+
+For each case it runs the real command in a subprocess with an empty cache, and prints
+wall time, images/s, peak memory, the stage timings from run.json, and ACC/NMI/ARI
+against the labels (which the sort never reads). A mixed folder of chest X-rays and
+lung histology checks the modality split.
+
+    python benchmarks/bench_sort.py                      # every case
+    python benchmarks/bench_sort.py --cases lung-histology
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from medsort.evaluate import evaluate
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CASES: dict[str, tuple[list[str], int | None]] = {
+    "mixed chest-xray-28 + lung-histology": (["chest-xray-28", "lung-histology"], None),
+    "lung-histology": (["lung-histology"], None),
+    "chest-xray-28 --k 2": (["chest-xray-28"], 2),
+    "chest-xray-28": (["chest-xray-28"], None),
+    "brain-mri": (["brain-mri"], None),
+    "breast-ultrasound-28": (["breast-ultrasound-28"], None),
+    "dermoscopy": (["dermoscopy"], None),
+}
+
+
+def build_input(sets: list[str], work: Path) -> tuple[Path, Path]:
+    """One input folder (symlinks to the real images) and a matching truth CSV."""
+    if len(sets) == 1:
+        return DATA / sets[0], DATA / sets[0] / "labels.csv"
+    folder = work / "mixed"
+    rows = []
+    for name in sets:
+        (folder / name).mkdir(parents=True)
+        labels = pd.read_csv(DATA / name / "labels.csv")
+        for path, label in zip(labels["path"], labels["label"], strict=True):
+            link = folder / name / Path(path).name
+            link.symlink_to(DATA / name / path)
+            rows.append((f"{name}/{Path(path).name}", f"{name}/{label}"))
+    truth = work / "mixed_labels.csv"
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(truth, index=False)
+    return folder, truth
+
+
+def run_case(name: str, sets: list[str], k: int | None, work: Path) -> dict[str, object]:
+    input_dir, truth = build_input(sets, work)
+    out = work / "out"
+    command = [sys.executable, "-m", "medsort", "sort", str(input_dir), "--out", str(out),
+               "--cache-dir", str(work / "cache"), "--quiet"]
+    if k is not None:
+        command += ["--k", str(k)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    seconds = time.perf_counter() - started
+    run = json.loads((out / "run.json").read_text())
+    scores = evaluate(out, truth)
+    modality_purity = purity(out, truth, sets) if len(sets) > 1 else None
+    return {
+        "case": name,
+        "images": run["n_items"],
+        "seconds": round(seconds, 1),
+        "images/s": round(run["n_items"] / seconds, 1),
+        "peak MiB": run["peak_rss_mib"],
+        "stages": run["timings_s"],
+        "modality groups": run["n_modality_groups"],
+        "groups": run["n_groups"],
+        "classes": scores["n_classes"],
+        "modality purity": modality_purity,
+        "ACC": round(scores["acc"], 3),
+        "NMI": round(scores["nmi"], 3),
+        "ARI": round(scores["ari"], 3),
+    }
+
+
+def purity(out: Path, truth: Path, sets: list[str]) -> float:
+    """Share of images whose modality group's majority source set is their own set."""
+    assignments = pd.read_csv(out / "assignments.csv")
+    source = assignments["path"].str.split("/").str[0]
+    majority = source.groupby(assignments["modality_group"]).agg(lambda s: s.mode()[0])
+    return round(float((assignments["modality_group"].map(majority) == source).mean()), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    args = parser.parse_args()
+    print(f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
+          f"| {time.strftime('%Y-%m-%d')}")
+    for name in args.cases:
+        sets, k = CASES[name]
+        with tempfile.TemporaryDirectory() as work:
+            print(json.dumps(run_case(name, sets, k, Path(work))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from medsort.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Spectral clustering of a kNN graph with the number of groups chosen automatically."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import normalize
+
+from medsort.group.reduce import SpectralEmbedding
+
+
+def spectral_coordinates(embedding: np.ndarray, k: int) -> np.ndarray:
+    """Row-normalised first ``k`` eigenmap coordinates (the Ng-Jordan-Weiss space for ``k``)."""
+    return normalize(embedding[:, :k])
+
+
+def kmeans_labels(V: np.ndarray, k: int, random_state: int, n_init: int) -> KMeans:
+    """Fit k-means with a fixed seed and return the fitted model."""
+    return KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(V)
+
+
+def silhouette(V: np.ndarray, labels: np.ndarray, sample_size: int, random_state: int) -> float:
+    """Silhouette of ``labels`` in ``V`` on at most ``sample_size`` rows (-1 if one group)."""
+    if len(np.unique(labels)) < 2:
+        return -1.0
+    size = None if len(V) <= sample_size else sample_size
+    return float(silhouette_score(V, labels, sample_size=size, random_state=random_state))
+
+
+class SpectralAutoK(ClusterMixin, BaseEstimator):
+    """Spectral clustering of a kNN graph; ``k`` picked by silhouette in the spectral space.
+
+    For each candidate ``k`` the rows' first ``k`` Laplacian-eigenmap coordinates are
+    L2-normalised and clustered by k-means (Ng, Jordan and Weiss 2002); the ``k`` whose clustering
+    has the highest silhouette in its own space is kept.
+
+    Parameters
+    ----------
+    n_clusters : int or None, default=None
+        Number of groups; ``None`` chooses it in ``[2, k_max]``.
+    k_max : int, default=10
+        Largest candidate ``k``.
+    n_neighbors : int, default=15
+        Neighbours per point in the kNN graph.
+    min_rows_per_group : int, default=10
+        Data with fewer than ``2 * min_rows_per_group`` rows form a single group.
+    max_fit_samples : int, default=20000
+        The graph is built on at most this many rows (others are mapped by ``transform``).
+    silhouette_samples : int, default=4000
+        Rows used to score each ``k``.
+    n_init : int, default=4
+        k-means restarts.
+    random_state : int, default=0
+        Seed for every random step.
+
+    Attributes
+    ----------
+    labels_ : numpy.ndarray of shape (n,)
+        Group of each row, ``0..n_clusters_-1``.
+    n_clusters_ : int
+        Number of groups found.
+    cluster_centers_ : numpy.ndarray of shape (n_clusters_, n_clusters_)
+        Centres in the row-normalised spectral space.
+    embedding_ : numpy.ndarray of shape (n, n_clusters_)
+        Rows in that space.
+    scores_ : dict
+        Silhouette per candidate ``k``.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int | None = None,
+        k_max: int = 10,
+        n_neighbors: int = 15,
+        min_rows_per_group: int = 10,
+        max_fit_samples: int = 20000,
+        silhouette_samples: int = 4000,
+        n_init: int = 4,
+        random_state: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.k_max = k_max
+        self.n_neighbors = n_neighbors
+        self.min_rows_per_group = min_rows_per_group
+        self.max_fit_samples = max_fit_samples
+        self.silhouette_samples = silhouette_samples
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def _candidates(self, n_rows: int) -> list[int]:
+        if self.n_clusters is not None:
+            return [int(self.n_clusters)]
+        upper = min(self.k_max, n_rows // max(1, self.min_rows_per_group))
+        return list(range(2, upper + 1)) or [1]
+
+    def fit(self, Z: np.ndarray, y: None = None) -> SpectralAutoK:
+        """Cluster ``Z`` (reduced features, e.g. from :class:`FeatureReducer`).
+
+        Parameters
+        ----------
+        Z : numpy.ndarray of shape (n, d)
+            Reduced features.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        SpectralAutoK
+            The fitted estimator.
+        """
+        return self._fit(Z, None)
+
+    def _fit(
+        self, Z: np.ndarray, fitted: tuple[SpectralEmbedding, np.ndarray] | None
+    ) -> SpectralAutoK:
+        """Fit, reusing ``(embedding model, coordinates)`` of ``Z`` when they are wide enough."""
+        candidates = self._candidates(len(Z))
+        if candidates == [1] or len(Z) < 3:
+            return self._fit_single(Z)
+        if max(candidates) >= len(Z):
+            raise ValueError(f"n_clusters={max(candidates)} needs more than {len(Z)} rows.")
+        if fitted is not None and fitted[1].shape[1] >= max(candidates):
+            self.spectral_, E = fitted
+        else:
+            self.spectral_ = SpectralEmbedding(
+                n_neighbors=self.n_neighbors,
+                n_components=max(candidates),
+                max_fit_samples=self.max_fit_samples,
+                random_state=self.random_state,
+            )
+            E = self.spectral_.fit_transform(Z)
+        self.scores_ = {}
+        best = None
+        for k in candidates:
+            V = spectral_coordinates(E, k)
+            model = kmeans_labels(V, k, self.random_state, self.n_init)
+            score = silhouette(V, model.labels_, self.silhouette_samples, self.random_state)
+            self.scores_[k] = score
+            if best is None or score > best[0]:
+                best = (score, k, V, model)
+        _, self.n_clusters_, self.embedding_, self.kmeans_ = best
+        self.labels_ = self.kmeans_.labels_.astype(np.int64)
+        self.cluster_centers_ = self.kmeans_.cluster_centers_
+        self.spectral_coords_ = E
+        return self
+
+    def _fit_single(self, Z: np.ndarray) -> SpectralAutoK:
+        self.spectral_ = None
+        self.scores_ = {}
+        self.n_clusters_ = 1
+        self.embedding_ = np.asarray(Z, dtype=np.float32)
+        self.cluster_centers_ = self.embedding_.mean(axis=0, keepdims=True)
+        self.labels_ = np.zeros(len(Z), dtype=np.int64)
+        self.spectral_coords_ = self.embedding_
+        return self
+
+    def transform(self, Z: np.ndarray) -> np.ndarray:
+        """Map reduced features into the space the groups were formed in."""
+        if self.spectral_ is None:
+            return np.asarray(Z, dtype=np.float32)
+        return spectral_coordinates(self.spectral_.transform(Z), self.n_clusters_)
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        """Group of new rows: nearest centre in the spectral space.
+
+        Parameters
+        ----------
+        Z : numpy.ndarray of shape (n, d)
+            Reduced features, from the same reducer as at fit time.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            Group labels.
+        """
+        if self.spectral_ is None:
+            return np.zeros(len(Z), dtype=np.int64)
+        return self.kmeans_.predict(self.transform(Z)).astype(np.int64)
+
+    def centre_distances(self) -> np.ndarray:
+        """Distance of each fitted row to its group's centre in :attr:`embedding_`."""
+        centres = self.cluster_centers_[self.labels_]
+        return np.linalg.norm(self.embedding_ - centres, axis=1)

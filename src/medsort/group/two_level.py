@@ -1,0 +1,245 @@
+"""Two-level grouping: modality groups first, then condition groups within each modality."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
+
+from medsort.group.cluster import SpectralAutoK
+from medsort.group.reduce import FeatureReducer, SpectralEmbedding
+
+
+def count_disconnected_parts(eigenvalues: np.ndarray, tol: float) -> int:
+    """Number of (nearly) disconnected graph parts: Laplacian eigenvalues below ``tol``."""
+    return max(1, int(np.sum(eigenvalues < tol)))
+
+
+def merge_small_groups(labels: np.ndarray, Z: np.ndarray, min_size: int) -> np.ndarray:
+    """Reassign rows of groups smaller than ``min_size`` to the nearest large group's centre.
+
+    Returns labels renumbered ``0..M-1`` in order of first appearance of each kept group.
+    """
+    ids, counts = np.unique(labels, return_counts=True)
+    keep = ids[counts >= min_size]
+    if keep.size == 0:
+        return np.zeros(len(labels), dtype=np.int64)
+    centres = np.stack([Z[labels == g].mean(axis=0) for g in keep])
+    small = ~np.isin(labels, keep)
+    out = labels.copy()
+    if small.any():
+        dist = ((Z[small, None, :] - centres[None]) ** 2).sum(axis=-1)
+        out[small] = keep[dist.argmin(axis=1)]
+    _, first = np.unique(out, return_index=True)
+    order = out[np.sort(first)]
+    return np.searchsorted(order, out, sorter=np.argsort(order)).astype(np.int64)
+
+
+class TwoLevelGrouper(ClusterMixin, BaseEstimator):
+    """Group images by modality, then by condition within each modality, without labels.
+
+    Level 1 splits modalities only where the kNN graph of the features falls apart into (nearly)
+    disconnected parts: the number of normalised-Laplacian eigenvalues below
+    ``modality_tol``, each part holding at least ``modality_min_fraction`` of the rows. A
+    single-modality folder therefore stays one group unless its split is very clear. Level 2
+    refits the reduction inside each modality group and runs :class:`SpectralAutoK`.
+
+    Parameters
+    ----------
+    n_clusters : int or None, default=None
+        If given, level 1 is skipped and exactly this many flat groups are formed.
+    n_components : int, default=50
+        PCA size of :class:`FeatureReducer`.
+    n_neighbors : int, default=15
+        kNN graph size at both levels.
+    k_max : int, default=10
+        Largest number of condition groups per modality.
+    modality_tol : float, default=0.005
+        Laplacian-eigenvalue threshold for a modality split.
+    modality_min_fraction : float, default=0.02
+        Smallest modality group, as a fraction of the rows (and at least 10 rows).
+    max_fit_samples : int, default=20000
+        Non-linear steps are fitted on at most this many rows, the rest transformed.
+    random_state : int, default=0
+        Seed for every random step (results are deterministic).
+
+    Attributes
+    ----------
+    modality_labels_ : numpy.ndarray of shape (n,)
+        Modality group per row, ``0..M-1``.
+    labels_ : numpy.ndarray of shape (n,)
+        Final group per row, unique across modalities, ``0..G-1``.
+    group_modality_ : numpy.ndarray of shape (G,)
+        Modality group of each final group.
+    distances_ : numpy.ndarray of shape (n,)
+        Distance of each row to its final group's centre in the row-normalised spectral space
+        of its modality.
+    map_2d_ : numpy.ndarray of shape (n, 2)
+        2-D coordinates for a scatter map (PCA of each modality's Laplacian eigenmaps, modality
+        groups placed side by side).
+    n_modalities_ : int
+        Number of modality groups.
+    n_groups_ : int
+        Number of final groups.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int | None = None,
+        n_components: int = 50,
+        n_neighbors: int = 15,
+        k_max: int = 10,
+        modality_tol: float = 0.005,
+        modality_min_fraction: float = 0.02,
+        max_fit_samples: int = 20000,
+        random_state: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.k_max = k_max
+        self.modality_tol = modality_tol
+        self.modality_min_fraction = modality_min_fraction
+        self.max_fit_samples = max_fit_samples
+        self.random_state = random_state
+
+    # ---- building blocks -------------------------------------------------------------------
+    def _reducer(self) -> FeatureReducer:
+        return FeatureReducer(
+            n_components=self.n_components,
+            max_fit_samples=max(self.max_fit_samples, 50000),
+            random_state=self.random_state,
+        )
+
+    def _condition_clusterer(self, n_clusters: int | None) -> SpectralAutoK:
+        return SpectralAutoK(
+            n_clusters=n_clusters,
+            k_max=self.k_max,
+            n_neighbors=self.n_neighbors,
+            max_fit_samples=self.max_fit_samples,
+            random_state=self.random_state,
+        )
+
+    def _split_modalities(self, Z: np.ndarray) -> np.ndarray:
+        """Level 1: modality group per row (all zeros unless the graph clearly falls apart)."""
+        if len(Z) < 4:
+            return np.zeros(len(Z), dtype=np.int64)
+        embedding = SpectralEmbedding(
+            n_neighbors=self.n_neighbors,
+            n_components=min(self.k_max, len(Z) - 2),
+            max_fit_samples=self.max_fit_samples,
+            random_state=self.random_state,
+        )
+        E = embedding.fit_transform(Z)
+        self._level1_embedding = (embedding, E)
+        self.modality_eigenvalues_ = embedding.eigenvalues_
+        n_parts = count_disconnected_parts(embedding.eigenvalues_, self.modality_tol)
+        if n_parts < 2:
+            return np.zeros(len(Z), dtype=np.int64)
+        # the null space of the Laplacian (trivial vector dropped): constant on each part
+        labels = KMeans(n_parts, n_init=4, random_state=self.random_state).fit_predict(
+            E[:, : n_parts - 1]
+        )
+        min_size = max(10, int(np.ceil(self.modality_min_fraction * len(Z))))
+        return merge_small_groups(labels.astype(np.int64), Z, min_size)
+
+    # ---- public API ------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, y: None = None) -> TwoLevelGrouper:
+        """Form modality groups, then condition groups within each.
+
+        Parameters
+        ----------
+        X : numpy.ndarray of shape (n, d)
+            Raw encoder features (float32).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        TwoLevelGrouper
+            The fitted grouper.
+        """
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) == 0:
+            raise ValueError("X must be a non-empty (n, d) array.")
+        self.reducer_ = self._reducer().fit(X)
+        Z = self.reducer_.transform(X)
+        self._level1_embedding = None
+        if self.n_clusters is None:
+            self.modality_labels_ = self._split_modalities(Z)
+        else:
+            self.modality_labels_ = np.zeros(len(X), dtype=np.int64)
+        self.n_modalities_ = int(self.modality_labels_.max()) + 1
+        self.modality_classifier_ = KNeighborsClassifier(
+            n_neighbors=min(self.n_neighbors, len(Z))
+        ).fit(Z, self.modality_labels_)
+        self._fit_conditions(X, Z)
+        return self
+
+    def _fit_conditions(self, X: np.ndarray, Z: np.ndarray) -> None:
+        """Level 2: cluster each modality group and assemble the flat outputs."""
+        n = len(X)
+        self.labels_ = np.zeros(n, dtype=np.int64)
+        self.distances_ = np.zeros(n, dtype=np.float64)
+        self.map_2d_ = np.zeros((n, 2), dtype=np.float64)
+        self.modality_models_: list[tuple[FeatureReducer, SpectralAutoK]] = []
+        self.group_offsets_: list[int] = []
+        group_modality: list[int] = []
+        offset = 0
+        for m in range(self.n_modalities_):
+            rows = np.flatnonzero(self.modality_labels_ == m)
+            reducer = self.reducer_ if self.n_modalities_ == 1 else self._reducer().fit(X[rows])
+            Zm = Z if self.n_modalities_ == 1 else reducer.transform(X[rows])
+            shared = self._level1_embedding if self.n_modalities_ == 1 else None
+            model = self._condition_clusterer(self.n_clusters)._fit(Zm, shared)
+            self.labels_[rows] = model.labels_ + offset
+            self.distances_[rows] = model.centre_distances()
+            self.map_2d_[rows] = self._layout(model.spectral_coords_, m)
+            self.modality_models_.append((reducer, model))
+            self.group_offsets_.append(offset)
+            group_modality += [m] * model.n_clusters_
+            offset += model.n_clusters_
+        self.group_modality_ = np.asarray(group_modality, dtype=np.int64)
+        self.n_groups_ = offset
+
+    def _layout(self, coords: np.ndarray, modality: int) -> np.ndarray:
+        """2-D map of one modality group: PCA of its eigenmaps, standardised, shifted right."""
+        if len(coords) < 3 or coords.shape[1] < 2:
+            flat = np.zeros((len(coords), 2))
+        else:
+            flat = PCA(2, random_state=self.random_state).fit_transform(coords)
+            flat = flat / np.maximum(flat.std(axis=0), 1e-12)
+        return flat + np.array([8.0 * modality, 0.0])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Final group of new rows: modality by kNN vote, then the nearest condition centre.
+
+        Parameters
+        ----------
+        X : numpy.ndarray of shape (n, d)
+            Raw encoder features.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n,)
+            Final group labels in ``0..G-1``.
+        """
+        X = np.asarray(X, dtype=np.float32)
+        modality = self.predict_modality(X)
+        out = np.zeros(len(X), dtype=np.int64)
+        for m, (reducer, model) in enumerate(self.modality_models_):
+            rows = np.flatnonzero(modality == m)
+            if rows.size:
+                out[rows] = model.predict(reducer.transform(X[rows])) + self.group_offsets_[m]
+        return out
+
+    def predict_modality(self, X: np.ndarray) -> np.ndarray:
+        """Modality group of new rows (majority of their nearest fitted rows)."""
+        Z = self.reducer_.transform(np.asarray(X, dtype=np.float32))
+        return self.modality_classifier_.predict(Z).astype(np.int64)
+
+    def fit_predict(self, X: np.ndarray, y: None = None) -> np.ndarray:
+        """Fit and return :attr:`labels_`."""
+        return self.fit(X).labels_

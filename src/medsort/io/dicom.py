@@ -1,0 +1,279 @@
+"""DICOM files, shown as a radiologist's viewer shows them.
+
+Stored values go through the modality LUT (rescale slope/intercept or a Modality LUT
+Sequence), then the VOI transform (the user's ``--window``, else the file's VOI LUT or
+window centre/width, else robust percentiles), then MONOCHROME1 inversion. Colour
+images (RGB, YBR, palette) come out as RGB. The arithmetic lives in
+:mod:`medsort.io.intensity`; metadata passes through the allow-list of
+:mod:`medsort.io.phi`, so no patient identifier ever leaves the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from medsort.io import intensity
+from medsort.io.image import MedImage
+from medsort.io.phi import safe_meta, scrub
+from medsort.io.readers import ReadError, ReadOptions, register_reader
+
+# Decoders quote offending values in their warnings; values must never reach a log.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
+MAGIC_OFFSET = 128
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NO_PIXEL_KINDS = {
+    "SR": "Structured Report",
+    "RTSTRUCT": "RT Structure Set",
+    "RTPLAN": "RT Plan",
+    "RTRECORD": "RT Treatment Record",
+    "PR": "Presentation State",
+    "KO": "Key Object Selection",
+    "DOC": "Encapsulated Document",
+    "REG": "Registration",
+    "ECG": "Waveform",
+    "AU": "Audio",
+}
+
+
+class DicomReader:
+    """Any DICOM object with pixel data; one item per frame (or the middle frame)."""
+
+    name = "dicom"
+
+    def can_read(self, path: Path, head: bytes) -> bool:
+        """DICOM by its ``DICM`` magic (any name) or by a DICOM extension."""
+        return is_dicom_head(head) or path.suffix.lower() in DICOM_SUFFIXES
+
+    def read(self, path: Path, options: ReadOptions) -> Iterator[MedImage]:
+        ds = open_dataset(path)
+        n_frames = number_of_frames(ds)
+        meta = file_meta(ds, options)
+        for index in frame_indices(n_frames, options.frames):
+            raw = decode_frame(ds, index, n_frames)
+            pixels, voi = display_pixels(ds, raw, index, options.window)
+            item = f"frame={index + 1}" if n_frames > 1 else ""
+            shape = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "voi": voi}
+            yield MedImage(pixels=pixels, path=path, item=item, meta={**meta, **shape})
+
+
+def is_dicom_head(head: bytes) -> bool:
+    """The Part 10 preamble: ``DICM`` at byte 128."""
+    return head[MAGIC_OFFSET : MAGIC_OFFSET + 4] == b"DICM"
+
+
+def open_dataset(path: Path) -> Dataset:
+    """Parse the file, or raise :class:`ReadError` naming no value from it.
+
+    Files without the Part 10 preamble (old ``.dcm`` files) are parsed with ``force``.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(MAGIC_OFFSET + 4)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=not is_dicom_head(head))
+    except Exception as error:
+        raise ReadError(
+            f"not a readable DICOM file: truncated or corrupt header ({type(error).__name__})"
+        ) from None
+    check_pixel_data(ds)
+    return ds
+
+
+def check_pixel_data(ds: Dataset) -> None:
+    """Raise :class:`ReadError` for objects without an image (SR, RTSTRUCT, ...)."""
+    if any(keyword in ds for keyword in PIXEL_KEYWORDS):
+        return
+    if "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds:
+        raise ReadError("truncated DICOM: image attributes present but pixel data missing")
+    raise ReadError(f"no pixel data ({object_kind(ds)})")
+
+
+def object_kind(ds: Dataset) -> str:
+    """A non-identifying name for what the object is, e.g. ``Structured Report``."""
+    modality = str(ds.get("Modality", "")).upper()
+    if modality in NO_PIXEL_KINDS:
+        return NO_PIXEL_KINDS[modality]
+    for source in (ds, getattr(ds, "file_meta", Dataset())):
+        for keyword in ("SOPClassUID", "MediaStorageSOPClassUID"):
+            uid = source.get(keyword)
+            if uid is not None and getattr(uid, "is_valid", False):
+                return str(uid.name)
+    return "not an image object"
+
+
+def number_of_frames(ds: Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def frame_indices(n_frames: int, frames: str) -> list[int]:
+    """0-based frames to show: the middle one, or all of them."""
+    if frames == "all":
+        return list(range(n_frames))
+    if frames != "middle":
+        raise ReadError(f"unknown frames option {frames!r} (use 'middle' or 'all')")
+    return [n_frames // 2]
+
+
+def file_meta(ds: Dataset, options: ReadOptions) -> dict[str, Any]:
+    """Non-identifying attributes shared by every item of the file."""
+    meta: dict[str, Any] = {"format": "DICOM"}
+    try:
+        meta.update(safe_meta(ds, options.keep_tags))
+    except ValueError as error:
+        raise ReadError(str(error)) from None
+    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if syntax is not None:
+        meta["transfer_syntax"] = str(syntax.name)
+    meta["bit_depth"] = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    meta["n_frames"] = number_of_frames(ds)
+    return meta
+
+
+def decode_frame(ds: Dataset, index: int, n_frames: int) -> np.ndarray:
+    """One frame's stored values (YBR already converted to RGB by pydicom)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if n_frames > 1:
+                return pixel_array(ds, index=index)
+            return pixel_array(ds)
+    except Exception as error:
+        reason = scrub(_one_line(error), ds)
+        if "less than expected" in reason or "shorter than" in reason:
+            raise ReadError(f"truncated DICOM pixel data: {reason}") from None
+        raise ReadError(f"cannot decode DICOM pixel data: {reason}") from None
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+def display_pixels(
+    ds: Dataset, raw: np.ndarray, index: int, window: str | None
+) -> tuple[np.ndarray, str]:
+    """``uint8`` display pixels and which VOI transform produced them."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        return _palette(ds, raw), "palette"
+    if raw.ndim == 3:
+        return _colour(ds, raw), "colour"
+    if int(ds.get("BitsAllocated") or 0) == 1:
+        display = intensity.scale_by_bits(raw, 1)
+        voi = "binary"
+    else:
+        display, voi = _monochrome(ds, raw, index, window)
+    if photometric == "MONOCHROME1":
+        display = intensity.invert(display)
+    return display, voi
+
+
+def _palette(ds: Dataset, raw: np.ndarray) -> np.ndarray:
+    rgb = apply_color_lut(raw, ds)
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor") or [0, 0, 16]
+    bits = int(descriptor[2]) if int(descriptor[2]) in (8, 16) else 16
+    return intensity.scale_by_bits(rgb, bits) if rgb.dtype != np.uint8 else rgb
+
+
+def _colour(ds: Dataset, raw: np.ndarray) -> np.ndarray:
+    if raw.dtype == np.uint8:
+        return raw[:, :, :3]
+    bits = int(ds.get("BitsStored") or raw.dtype.itemsize * 8)
+    return intensity.scale_by_bits(raw[:, :, :3], bits)
+
+
+def _monochrome(
+    ds: Dataset, raw: np.ndarray, index: int, window: str | None
+) -> tuple[np.ndarray, str]:
+    values = modality_values(ds, raw, index)
+    if window:
+        centre, width = intensity.parse_window(window)
+        return intensity.apply_window(values, centre, width), f"window {centre:g},{width:g}"
+    file_window = frame_window(ds, index)
+    if file_window is None and "VOILUTSequence" in ds:
+        return _voi_lut(ds, values), "file VOI LUT"
+    if file_window is not None:
+        centre, width, function = file_window
+        display = intensity.apply_window(values, centre, width, function)
+        return display, f"file window {centre:g},{width:g}"
+    return intensity.scale_to_uint8(values), "percentile"
+
+
+def modality_values(ds: Dataset, raw: np.ndarray, index: int) -> np.ndarray:
+    """Stored values through the modality LUT (per-frame rescale for enhanced objects)."""
+    if "ModalityLUTSequence" in ds:
+        return apply_modality_lut(raw, ds).astype(np.float64)
+    slope = _frame_value(ds, index, "PixelValueTransformationSequence", "RescaleSlope")
+    intercept = _frame_value(ds, index, "PixelValueTransformationSequence", "RescaleIntercept")
+    if slope is None and intercept is None:
+        return raw
+    return intensity.apply_rescale(
+        raw, 1.0 if slope is None else slope, 0.0 if intercept is None else intercept
+    )
+
+
+def frame_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
+    """The file's first window centre/width for this frame, if any (and valid)."""
+    centre = _frame_value(ds, index, "FrameVOILUTSequence", "WindowCenter")
+    width = _frame_value(ds, index, "FrameVOILUTSequence", "WindowWidth")
+    if centre is None or width is None or width <= 0:
+        return None
+    function = _frame_text(ds, index, "FrameVOILUTSequence", "VOILUTFunction") or "LINEAR"
+    return centre, width, function
+
+
+def _voi_lut(ds: Dataset, values: np.ndarray) -> np.ndarray:
+    lut = ds.VOILUTSequence[0]
+    output = apply_voi_lut(np.asarray(values), ds, prefer_lut=True)
+    bits = int(lut.LUTDescriptor[2])
+    top = float(np.max(lut.LUTData)) if "LUTData" in lut else 0.0
+    return intensity.scale_by_bits(output, max(bits, int(np.ceil(np.log2(top + 1))) if top else 1))
+
+
+def _frame_value(ds: Dataset, index: int, sequence: str, keyword: str) -> float | None:
+    element = _frame_element(ds, index, sequence, keyword)
+    if element is None:
+        return None
+    value = element[0] if isinstance(element, (list, pydicom.multival.MultiValue)) else element
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _frame_text(ds: Dataset, index: int, sequence: str, keyword: str) -> str | None:
+    element = _frame_element(ds, index, sequence, keyword)
+    return None if element is None else str(element).upper()
+
+
+def _frame_element(ds: Dataset, index: int, sequence: str, keyword: str) -> Any:
+    """``keyword`` from the frame's functional groups, the shared ones, or the top level."""
+    for groups, position in (
+        ("PerFrameFunctionalGroupsSequence", index),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
+        items = ds.get(groups)
+        if items is None or len(items) <= position:
+            continue
+        inner = items[position].get(sequence)
+        if inner and keyword in inner[0] and inner[0].get(keyword) not in (None, ""):
+            return inner[0].get(keyword)
+    value = ds.get(keyword)
+    return None if value in (None, "") else value
+
+
+register_reader(DicomReader(), first=True)
