@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from medsort.embed.registry import PreprocessConfig, register_encoder
+from medsort.embed.runtime import optimize_model
 
 # model name -> (weights package, class in it, input size)
 _VARIANTS = {
@@ -45,10 +46,12 @@ class EfficientNetLiteEncoder:
         self.model = model.eval()
         self.name = variant
         self.config = PreprocessConfig(size=size)
+        example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        self._features = optimize_model(self.model, example, method="extract_features")
 
     @torch.inference_mode()
     def embed(self, batch: torch.Tensor) -> np.ndarray:
-        features = self.model.extract_features(batch)
+        features = self._features(batch)
         return features.mean(dim=(2, 3)).float().numpy()
 
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
+from medsort.embed.runtime import tune_cpu_runtime
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
 
@@ -102,6 +103,7 @@ def embed_files(
         else:
             done[index] = hit
     if pending:
+        tune_cpu_runtime()
         _embed_pending(files, pending, encoder, cache, options, batch_size, n_readers, progress)
     for index, entry in pending.items():
         if entry.error is not None:
