@@ -222,7 +222,12 @@ def _read_options(args: argparse.Namespace):  # noqa: ANN202 - imports stay lazy
     if args.window is not None:
         parse_window(args.window)  # fail early on a bad spec
     return ReadOptions(
-        window=args.window, frames=args.frames, volume=args.volume, slide_mpp=args.slide_mpp
+        window=args.window,
+        frames=args.frames,
+        volume=args.volume,
+        slide_mpp=args.slide_mpp,
+        tile_size=args.tile_size,
+        keep_tags=tuple(args.keep_tag),
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import warnings
 
 import torch
 
@@ -160,7 +161,10 @@ def optimize_model(
         # and check, and keep this cheap (the JIT specialises on the real batches later).
         example = example[:2].detach().clone()
         try:
-            frozen = torch.jit.freeze(torch.jit.trace(wrapper, example, check_trace=False))
+            with warnings.catch_warnings():  # TorchScript is deprecated, still the fastest here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                traced = torch.jit.trace(wrapper, example, check_trace=False)
+                frozen = torch.jit.freeze(traced)
             for _ in range(2):  # the profiling executor optimises after its first runs
                 frozen(example)
             expected = wrapper(example)

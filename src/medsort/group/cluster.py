@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
 
-from medsort.group.reduce import SpectralEmbedding
+from medsort.group.reduce import SpectralEmbedding, row_chunks
 
 
 def spectral_coordinates(embedding: np.ndarray, k: int) -> np.ndarray:
@@ -19,6 +19,26 @@ def spectral_coordinates(embedding: np.ndarray, k: int) -> np.ndarray:
 def kmeans_labels(V: np.ndarray, k: int, random_state: int, n_init: int) -> KMeans:
     """Fit k-means with a fixed seed and return the fitted model."""
     return KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit(V)
+
+
+def sampled_rows(embedding: SpectralEmbedding, n_rows: int) -> np.ndarray | None:
+    """The rows ``embedding`` was fitted on when it was fitted on a sample, else ``None``.
+
+    Above ``max_fit_samples`` rows, k-means and the silhouette that picks ``k`` run on those
+    rows (exact eigenmap coordinates); every row is then assigned to its nearest centre.
+    """
+    index = embedding.fit_index_
+    return index if len(index) < n_rows else None
+
+
+def nearest_centre(V: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (L2) of each row, in chunks: memory O(n + k·d)."""
+    centres = np.asarray(centres, dtype=np.float32)
+    half_norms = 0.5 * (centres**2).sum(axis=1)
+    out = np.empty(len(V), dtype=np.int64)
+    for rows in row_chunks(len(V)):
+        out[rows] = (half_norms - V[rows] @ centres.T).argmin(axis=1)
+    return out
 
 
 def silhouette(V: np.ndarray, labels: np.ndarray, sample_size: int, random_state: int) -> float:
@@ -141,16 +161,21 @@ class SpectralAutoK(ClusterMixin, BaseEstimator):
         self.scores_ = {}
         if self.n_clusters is None and self.spectral_.eigenvalues_[1] >= self.single_group_tol:
             return self._fit_single(Z)
+        sample = sampled_rows(self.spectral_, len(E))
         best = None
         for k in candidates:
-            V = spectral_coordinates(E, k)
+            V = spectral_coordinates(E if sample is None else E[sample], k)
             model = kmeans_labels(V, k, self.random_state, self.n_init)
             score = silhouette(V, model.labels_, self.silhouette_samples, self.random_state)
             self.scores_[k] = score
             if best is None or score > best[0]:
                 best = (score, k, V, model)
         _, self.n_clusters_, self.embedding_, self.kmeans_ = best
-        self.labels_ = self.kmeans_.labels_.astype(np.int64)
+        if sample is None:
+            self.labels_ = self.kmeans_.labels_.astype(np.int64)
+        else:  # large data: k-means fitted on the spectral fit sample, every row assigned
+            self.embedding_ = spectral_coordinates(E, self.n_clusters_)
+            self.labels_ = nearest_centre(self.embedding_, self.kmeans_.cluster_centers_)
         self.cluster_centers_ = self.kmeans_.cluster_centers_
         self.spectral_coords_ = E
         return self

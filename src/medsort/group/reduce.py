@@ -3,6 +3,11 @@
 The linear part (:class:`FeatureReducer`) and the non-linear part (:class:`SpectralEmbedding`)
 are fitted on at most ``max_fit_samples`` rows; the remaining rows are mapped with ``transform``,
 so memory stays linear in the number of rows.
+
+Scale thresholds (see ``docs/scaling.md``): up to ``max_fit_samples`` rows everything is exact
+and unchanged. Above it, transforms run in chunks of ``CHUNK_ROWS`` rows, and the
+out-of-sample nearest neighbours come from a FAISS IVF index over the fit sample (when
+``faiss`` is installed; exact scikit-learn search otherwise).
 """
 
 from __future__ import annotations
@@ -16,6 +21,74 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import normalize
+
+CHUNK_ROWS = 65536
+"""Rows transformed at a time, so temporaries stay a few hundred MiB at any N."""
+IVF_PROBES = 8
+"""Inverted lists searched per query by the FAISS index (of about sqrt(n_fit) lists)."""
+
+
+def row_chunks(n_rows: int, size: int = CHUNK_ROWS) -> list[slice]:
+    """Consecutive row slices of at most ``size`` rows covering ``range(n_rows)``."""
+    return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
+
+
+class FaissNeighbours:
+    """Approximate k-nearest-neighbour queries (FAISS IVF-Flat, L2) over fixed points.
+
+    Used for out-of-sample rows when the fit was sampled: a million queries against the
+    fit sample cost ``IVF_PROBES / sqrt(n_fit)`` of an exact search.
+
+    Parameters
+    ----------
+    points : numpy.ndarray of shape (n, d)
+        Indexed points.
+    n_neighbors : int
+        Neighbours returned per query.
+    random_state : int
+        Seed of the coarse quantiser's k-means.
+    """
+
+    def __init__(self, points: np.ndarray, n_neighbors: int, random_state: int) -> None:
+        import faiss
+
+        points = np.ascontiguousarray(points, dtype=np.float32)
+        dim = points.shape[1]
+        n_lists = max(1, int(np.sqrt(len(points))))
+        self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, n_lists)
+        self.index.cp.seed = random_state
+        self.index.cp.niter = 10
+        self.index.train(points)
+        self.index.add(points)
+        self.index.nprobe = min(IVF_PROBES, n_lists)
+        self.n_neighbors = n_neighbors
+
+    def __getstate__(self) -> dict[str, object]:
+        import faiss
+
+        return {"index": faiss.serialize_index(self.index), "n_neighbors": self.n_neighbors}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        import faiss
+
+        self.index = faiss.deserialize_index(state["index"])
+        self.n_neighbors = state["n_neighbors"]
+
+    def kneighbors(self, Z: np.ndarray, return_distance: bool = False) -> np.ndarray:
+        """Indices of the ``n_neighbors`` nearest indexed points of each row of ``Z``."""
+        del return_distance
+        _, neighbours = self.index.search(
+            np.ascontiguousarray(Z, dtype=np.float32), self.n_neighbors
+        )
+        return neighbours
+
+
+def _faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def fit_sample_index(n_rows: int, max_rows: int, random_state: int) -> np.ndarray:
@@ -110,7 +183,12 @@ class FeatureReducer(TransformerMixin, BaseEstimator):
         numpy.ndarray of shape (n, n_components)
             Reduced features (float32).
         """
-        return self.pca_.transform(self._normalise(X)).astype(np.float32)
+        if len(X) <= CHUNK_ROWS:
+            return self.pca_.transform(self._normalise(X)).astype(np.float32)
+        out = np.empty((len(X), self.pca_.n_components_), dtype=np.float32)
+        for rows in row_chunks(len(X)):
+            out[rows] = self.pca_.transform(self._normalise(X[rows]))
+        return out
 
 
 def knn_graph(Z: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, NearestNeighbors]:
@@ -227,6 +305,9 @@ class SpectralEmbedding(TransformerMixin, BaseEstimator):
         self.embedding_fit_ = vectors[:, 1:].astype(np.float32)
         self.fit_index_ = idx
         self.n_fit_rows_ = len(Z)
+        self.query_index_ = self.index_
+        if len(idx) < len(Z) and _faiss_available():
+            self.query_index_ = FaissNeighbours(Z[idx], self.index_.n_neighbors, self.random_state)
         return self
 
     def transform(self, Z: np.ndarray) -> np.ndarray:
@@ -242,8 +323,15 @@ class SpectralEmbedding(TransformerMixin, BaseEstimator):
         numpy.ndarray of shape (n, n_components)
             Spectral coordinates.
         """
-        neighbours = self.index_.kneighbors(Z, return_distance=False)
-        return self.embedding_fit_[neighbours].mean(axis=1)
+        index = getattr(self, "query_index_", self.index_)
+        if len(Z) <= CHUNK_ROWS:
+            neighbours = index.kneighbors(Z, return_distance=False)
+            return self.embedding_fit_[neighbours].mean(axis=1)
+        out = np.empty((len(Z), self.embedding_fit_.shape[1]), dtype=np.float32)
+        for rows in row_chunks(len(Z)):
+            neighbours = index.kneighbors(Z[rows], return_distance=False)
+            out[rows] = self.embedding_fit_[neighbours].mean(axis=1)
+        return out
 
     def fit_transform(self, Z: np.ndarray, y: None = None) -> np.ndarray:
         """Fit, then return the embedding of every row of ``Z``.

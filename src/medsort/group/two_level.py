@@ -9,8 +9,13 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
-from medsort.group.cluster import SpectralAutoK
-from medsort.group.reduce import FeatureReducer, SpectralEmbedding
+from medsort.group.cluster import SpectralAutoK, nearest_centre, sampled_rows
+from medsort.group.reduce import (
+    FeatureReducer,
+    SpectralEmbedding,
+    fit_sample_index,
+    row_chunks,
+)
 
 SMALL_PROBLEM_ROWS = 20000
 
@@ -21,9 +26,34 @@ def _thread_limit(n_rows: int) -> threadpool_limits:
     return threadpool_limits(limits=1 if n_rows < SMALL_PROBLEM_ROWS else None)
 
 
-def count_disconnected_parts(eigenvalues: np.ndarray, tol: float) -> int:
-    """Number of (nearly) disconnected graph parts: Laplacian eigenvalues below ``tol``."""
-    return max(1, int(np.sum(eigenvalues < tol)))
+def count_disconnected_parts(
+    eigenvalues: np.ndarray, tol: float, gap_tol: float, min_gap: float
+) -> int:
+    """Number of (nearly) disconnected graph parts in a kNN graph.
+
+    The largest ``m`` whose ``m``-th smallest Laplacian eigenvalue is below ``tol``, or
+    below ``gap_tol`` and at least ``min_gap`` times smaller than the next one. The gap
+    rule catches small folders, whose kNN graphs are denser (a clean split there leaves
+    an eigenvalue near 0.01), without splitting one large blob: its eigenvalues shrink as
+    it gets more rows, but they shrink together.
+    """
+    values = np.sort(np.asarray(eigenvalues, dtype=float))
+    parts = 1
+    for m in range(1, len(values)):
+        below = values[m]
+        above = values[m + 1] if m + 1 < len(values) else np.inf
+        gapped = below < gap_tol and above > min_gap * max(below, 1e-6)
+        if below < tol or gapped:
+            parts = m + 1
+    return parts
+
+
+def transform_rows(reducer: FeatureReducer, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``reducer.transform(X[rows])`` without copying all of ``X[rows]`` at once."""
+    out = np.empty((len(rows), reducer.pca_.n_components_), dtype=np.float32)
+    for part in row_chunks(len(rows)):
+        out[part] = reducer.transform(X[rows[part]])
+    return out
 
 
 def merge_small_groups(labels: np.ndarray, Z: np.ndarray, min_size: int) -> np.ndarray:
@@ -50,8 +80,9 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
     """Group images by modality, then by condition within each modality, without labels.
 
     Level 1 splits modalities only where the kNN graph of the features falls apart into (nearly)
-    disconnected parts: the number of normalised-Laplacian eigenvalues below
-    ``modality_tol``, each part holding at least ``modality_min_fraction`` of the rows. A
+    disconnected parts: normalised-Laplacian eigenvalues near zero (see
+    :func:`count_disconnected_parts`),
+    each part holding at least ``modality_min_fraction`` of the rows. A
     single-modality folder therefore stays one group unless its split is very clear. Level 2
     refits the reduction inside each modality group and runs :class:`SpectralAutoK`.
 
@@ -67,6 +98,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         Largest number of condition groups per modality.
     modality_tol : float, default=0.005
         Laplacian-eigenvalue threshold for a modality split.
+    modality_gap_tol : float, default=0.02
+        Larger threshold that also splits when the next eigenvalue is ``modality_gap``
+        times larger.
+    modality_gap : float, default=10.0
+        See ``modality_gap_tol``.
     modality_min_fraction : float, default=0.02
         Smallest modality group, as a fraction of the rows (and at least 10 rows).
     max_fit_samples : int, default=20000
@@ -101,6 +137,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         n_neighbors: int = 15,
         k_max: int = 10,
         modality_tol: float = 0.005,
+        modality_gap_tol: float = 0.02,
+        modality_gap: float = 10.0,
         modality_min_fraction: float = 0.02,
         max_fit_samples: int = 20000,
         random_state: int = 0,
@@ -110,6 +148,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.k_max = k_max
         self.modality_tol = modality_tol
+        self.modality_gap_tol = modality_gap_tol
+        self.modality_gap = modality_gap
         self.modality_min_fraction = modality_min_fraction
         self.max_fit_samples = max_fit_samples
         self.random_state = random_state
@@ -144,15 +184,27 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         E = embedding.fit_transform(Z)
         self._level1_embedding = (embedding, E)
         self.modality_eigenvalues_ = embedding.eigenvalues_
-        n_parts = count_disconnected_parts(embedding.eigenvalues_, self.modality_tol)
+        n_parts = count_disconnected_parts(
+            embedding.eigenvalues_, self.modality_tol, self.modality_gap_tol, self.modality_gap
+        )
         if n_parts < 2:
             return np.zeros(len(Z), dtype=np.int64)
         # the null space of the Laplacian (trivial vector dropped): constant on each part
-        labels = KMeans(n_parts, n_init=4, random_state=self.random_state).fit_predict(
-            E[:, : n_parts - 1]
-        )
+        labels = self._modality_kmeans(embedding, E[:, : n_parts - 1], n_parts)
         min_size = max(10, int(np.ceil(self.modality_min_fraction * len(Z))))
         return merge_small_groups(labels.astype(np.int64), Z, min_size)
+
+    def _modality_kmeans(
+        self, embedding: SpectralEmbedding, coords: np.ndarray, n_parts: int
+    ) -> np.ndarray:
+        """k-means of the null-space coordinates; fitted on the spectral fit sample when the
+        embedding was sampled (large data), then every row goes to its nearest centre."""
+        kmeans = KMeans(n_parts, n_init=4, random_state=self.random_state)
+        sample = sampled_rows(embedding, len(coords))
+        if sample is None:
+            return kmeans.fit_predict(coords)
+        kmeans.fit(coords[sample])
+        return nearest_centre(coords, kmeans.cluster_centers_)
 
     # ---- public API ------------------------------------------------------------------------
     def fit(self, X: np.ndarray, y: None = None) -> TwoLevelGrouper:
@@ -203,8 +255,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         offset = 0
         for m in range(self.n_modalities_):
             rows = np.flatnonzero(self.modality_labels_ == m)
-            reducer = self.reducer_ if self.n_modalities_ == 1 else self._reducer().fit(X[rows])
-            Zm = Z if self.n_modalities_ == 1 else reducer.transform(X[rows])
+            if self.n_modalities_ == 1:
+                reducer, Zm = self.reducer_, Z
+            else:
+                reducer = self._modality_reducer(X, rows)
+                Zm = transform_rows(reducer, X, rows)
             shared = self._level1_embedding if self.n_modalities_ == 1 else None
             model = self._condition_clusterer(self.n_clusters)._fit(Zm, shared)
             self.labels_[rows] = model.labels_ + offset
@@ -216,6 +271,12 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             offset += model.n_clusters_
         self.group_modality_ = np.asarray(group_modality, dtype=np.int64)
         self.n_groups_ = offset
+
+    def _modality_reducer(self, X: np.ndarray, rows: np.ndarray) -> FeatureReducer:
+        """A reducer fitted on the rows of one modality (only its fit sample is copied)."""
+        reducer = self._reducer()
+        sample = fit_sample_index(len(rows), reducer.max_fit_samples, reducer.random_state)
+        return reducer.fit(X[rows[sample]])
 
     def _layout(self, coords: np.ndarray, modality: int) -> np.ndarray:
         """2-D map of one modality group: PCA of its eigenmaps, standardised, shifted right."""

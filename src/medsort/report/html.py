@@ -218,4 +218,5 @@ def skipped_section(result: SortResult, out_dir: Path) -> str:
 
 
 def _read_options(result: SortResult) -> ReadOptions:
-    return ReadOptions(**result.run.get("read_options", {}))
+    saved = result.run.get("read_options", {})
+    return ReadOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
