@@ -1,0 +1,70 @@
+"""``medsort suggest`` and ``medsort label``: the refine stage's subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medsort.refine.label import DEFAULT_METHOD, METHODS, PREDICTIONS
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``suggest`` and ``label`` to the ``medsort`` parser."""
+    suggest = commands.add_parser("suggest", help="which images to label first (and next)")
+    suggest.add_argument("out", type=Path, help="output folder of a sort")
+    suggest.add_argument("--n", type=int, default=20, help="how many images (default 20)")
+    suggest.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="CSV path,label of the images labelled so far (default: the last `label` run's)",
+    )
+    suggest.set_defaults(run=run_suggest)
+    label = commands.add_parser("label", help="predict every image from a few labelled ones")
+    label.add_argument("out", type=Path, help="output folder of a sort")
+    label.add_argument("--labels", type=Path, required=True, help="CSV with path,label")
+    label.add_argument(
+        "--method",
+        choices=METHODS,
+        default=DEFAULT_METHOD,
+        help="spread: label spreading over all images (default); svm/logreg/knn: labelled only",
+    )
+    label.add_argument(
+        "--closed-set",
+        action="store_true",
+        help="always pick a labelled class (no 'other' for images no label reaches)",
+    )
+    label.set_defaults(run=run_label)
+
+
+def run_suggest(args: argparse.Namespace) -> int:
+    from medsort.refine.suggest import TO_LABEL, suggest_folder
+    from medsort.report import write_report
+
+    if args.n < 1:
+        raise ValueError("--n must be at least 1.")
+    table = suggest_folder(args.out, args.n, args.labels)
+    write_report(args.out)
+    print(
+        f"Suggested {len(table)} image(s) to label: fill the label column of "
+        f"{args.out / TO_LABEL}, then run `medsort label {args.out} --labels FILE`."
+    )
+    return 0
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from medsort.refine.label import label_folder
+    from medsort.report import write_report
+
+    table = label_folder(args.out, args.labels, args.method, open_set=not args.closed_set)
+    write_report(args.out)
+    counts = table["label"].value_counts()
+    print(
+        f"Predicted {len(table)} image(s): "
+        + ", ".join(f"{name} {count}" for name, count in counts.items())
+    )
+    print(
+        f"{int(table['disagrees_with_group'].sum())} disagree with their group. "
+        f"See {args.out / PREDICTIONS} and the report."
+    )
+    return 0

@@ -1,0 +1,139 @@
+"""``medsort label``: train on a few labelled images, predict every image of an output folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from medsort.refine.classifier import OTHER, SparSamClassifier, unlabelled_mask
+from medsort.refine.propagate import GraphLabelSpreading
+from medsort.results import SortResult
+
+PREDICTIONS = "predictions.csv"
+LABELS_USED = "labels_used.csv"
+REFINE_RUN = "refine.json"
+PREDICTION_COLUMNS = [
+    "path", "item", "label", "probability", "top3", "group", "disagrees_with_group",
+]  # fmt: skip
+METHODS = ("spread", "svm", "logreg", "knn")
+DEFAULT_METHOD = "spread"
+
+
+def make_model(method: str = DEFAULT_METHOD, open_set: bool = True) -> BaseEstimator:
+    """The estimator behind ``medsort label --method``."""
+    if method == "spread":
+        return GraphLabelSpreading(open_set=open_set)
+    if method in ("svm", "logreg", "knn"):
+        return SparSamClassifier(kind=method)
+    raise ValueError(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """A ``path,label`` CSV (optional ``item``); rows without a label are dropped."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path} needs columns path,label (missing: {', '.join(missing)}).")
+    table["label"] = table["label"].str.strip()
+    return table[table["label"] != ""].reset_index(drop=True)
+
+
+def match_labels(assignments: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
+    """One label per assignments row (``None`` where unlabelled), matched by path[+item].
+
+    Without an ``item`` column (or with an empty item) a label covers every item of the file.
+    """
+    y = np.full(len(assignments), None, dtype=object)
+    by_key = {
+        (p, i): n
+        for n, (p, i) in enumerate(zip(assignments["path"], assignments["item"], strict=True))
+    }
+    by_path: dict[str, list[int]] = {}
+    for n, p in enumerate(assignments["path"]):
+        by_path.setdefault(p, []).append(n)
+    items = labels["item"] if "item" in labels.columns else [""] * len(labels)
+    unmatched = 0
+    for path, item, label in zip(labels["path"], items, labels["label"], strict=True):
+        rows = [by_key[(path, item)]] if (path, item) in by_key else by_path.get(path, [])
+        if item and (path, item) not in by_key:
+            rows = []
+        unmatched += not rows
+        y[rows] = label
+    if unmatched:
+        print(
+            f"medsort: {unmatched} labelled path(s) not found in the output folder", file=sys.stderr
+        )
+    if unlabelled_mask(y).all():
+        raise ValueError("None of the labelled paths is in the output folder.")
+    return y
+
+
+def format_top3(proba: np.ndarray, names: np.ndarray) -> list[str]:
+    """``"a:0.80;b:0.15;c:0.05"`` per row, most probable first."""
+    order = np.argsort(-proba, axis=1)[:, :3]
+    return [
+        ";".join(f"{names[j]}:{row[j]:.2f}" for j in top)
+        for row, top in zip(proba, order, strict=True)
+    ]
+
+
+def fit_predict(
+    result: SortResult, y: np.ndarray, method: str = DEFAULT_METHOD, open_set: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of every row and the column names (``OTHER`` last for spreading)."""
+    model = make_model(method, open_set)
+    groups = result.assignments["group"].to_numpy()
+    if isinstance(model, GraphLabelSpreading):
+        model.fit(result.embeddings, y, groups=groups)
+        return model.label_distributions_, np.append(model.classes_, OTHER)
+    model.fit(result.embeddings, y)
+    return model.predict_proba(result.embeddings), model.classes_
+
+
+def predictions_table(
+    assignments: pd.DataFrame, proba: np.ndarray, names: np.ndarray
+) -> pd.DataFrame:
+    """The rows of ``predictions.csv``."""
+    best = proba.argmax(axis=1)
+    table = pd.DataFrame(
+        {
+            "path": assignments["path"].to_numpy(),
+            "item": assignments["item"].to_numpy(),
+            "label": names[best],
+            "probability": np.round(proba[np.arange(len(proba)), best], 4),
+            "top3": format_top3(proba, names),
+            "group": assignments["group"].to_numpy(),
+        }
+    )
+    majority = table.groupby("group")["label"].agg(lambda s: s.value_counts().index[0])
+    table["disagrees_with_group"] = (
+        table["label"].to_numpy() != table["group"].map(majority).to_numpy()
+    )
+    return table[PREDICTION_COLUMNS]
+
+
+def label_folder(
+    out_dir: Path, labels_csv: Path, method: str = DEFAULT_METHOD, open_set: bool = True
+) -> pd.DataFrame:
+    """Train on ``labels_csv``, write ``predictions.csv`` and remember the labels used."""
+    out_dir = Path(out_dir)
+    result = SortResult.load(out_dir)
+    labels = read_labels(Path(labels_csv))
+    y = match_labels(result.assignments, labels)
+    proba, names = fit_predict(result, y, method, open_set)
+    table = predictions_table(result.assignments, proba, names)
+    table.to_csv(out_dir / PREDICTIONS, index=False)
+    labels.to_csv(out_dir / LABELS_USED, index=False)
+    run = {
+        "method": method,
+        "open_set": open_set,
+        "labels": str(Path(labels_csv).resolve()),
+        "n_labelled": int((~unlabelled_mask(y)).sum()),
+    }
+    (out_dir / REFINE_RUN).write_text(json.dumps(run, indent=2))
+    return table

@@ -1,0 +1,334 @@
+"""Semi-supervised refinement: spread a few labels over a kNN graph of all images.
+
+``GraphLabelSpreading`` follows Zhou et al. (2004) with the sparse kNN graph and
+``similarity ** gamma`` weights of Iscen et al. (CVPR 2019, "Label propagation for deep
+semi-supervised learning"). It also says "other" for images the labels do not reach:
+the spread mass at labelled images held out of the graph's seeds sets how much mass an
+image of a labelled class normally receives, and images far below that get ``OTHER``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import NearestNeighbors
+
+from medsort.refine.classifier import OTHER, SparSamClassifier, fit_features, unlabelled_mask
+
+
+def knn_affinity(Z: np.ndarray, n_neighbors: int, gamma: float) -> sp.csr_matrix:
+    """Symmetric sparse affinity ``W = A + A.T`` of a kNN graph on unit rows of ``Z``.
+
+    ``A[i, j] = max(cos(z_i, z_j), 0) ** gamma`` for the ``n_neighbors`` nearest ``j != i``.
+    """
+    n = len(Z)
+    k = min(n_neighbors, n - 1)
+    distances, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
+    similarity = np.clip(1.0 - distances[:, 1:] ** 2 / 2.0, 0.0, None) ** gamma
+    rows = np.repeat(np.arange(n), k)
+    A = sp.csr_matrix((similarity.ravel(), (rows, neighbours[:, 1:].ravel())), shape=(n, n))
+    return (A + A.T).tocsr()
+
+
+def normalized_affinity(W: sp.csr_matrix) -> sp.csr_matrix:
+    """``D^-1/2 W D^-1/2``."""
+    degree = np.asarray(W.sum(axis=1)).ravel()
+    scale = 1.0 / np.sqrt(np.maximum(degree, 1e-12))
+    return sp.diags(scale) @ W @ sp.diags(scale)
+
+
+def spread(S: sp.csr_matrix, Y: np.ndarray, alpha: float, tol: float = 1e-6) -> np.ndarray:
+    """Solve ``(I - alpha S) F = Y`` for every column of ``Y`` by conjugate gradients."""
+    F = np.zeros_like(Y, dtype=np.float64)
+    R = Y.astype(np.float64).copy()
+    P = R.copy()
+    rr = (R * R).sum(axis=0)
+    target = tol**2 * np.maximum(rr, 1e-300)
+    for _ in range(1000):
+        if np.all(rr <= target):
+            break
+        AP = P - alpha * (S @ P)
+        step = rr / np.maximum((P * AP).sum(axis=0), 1e-300)
+        F += P * step
+        R -= AP * step
+        rr_new = (R * R).sum(axis=0)
+        P = R + P * (rr_new / np.maximum(rr, 1e-300))
+        rr = rr_new
+    return F
+
+
+def seed_matrix(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    """One column per class; each class's labelled rows share a total weight of 1."""
+    Y = np.zeros((len(codes), n_classes))
+    known = codes >= 0
+    Y[np.flatnonzero(known), codes[known]] = 1.0
+    return Y / np.maximum(Y.sum(axis=0, keepdims=True), 1.0)
+
+
+def relative_mass(F: np.ndarray) -> np.ndarray:
+    """Top-class mass times the number of images predicted in that class.
+
+    Each class spreads a total of about the same mass over its images, so this puts
+    large and small classes on one scale (about 1 for a typical member).
+    """
+    top = F.argmax(axis=1)
+    counts = np.bincount(top, minlength=F.shape[1])
+    return F[np.arange(len(F)), top] * counts[top]
+
+
+class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
+    """Label spreading over a kNN graph of all images, with an open-set "other".
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Neighbours per image in the graph.
+    alpha : float
+        How far labels spread (0..1); higher reaches further.
+    gamma : float
+        Edge weight is ``cosine similarity ** gamma``.
+    n_components : int
+        PCA dimensions of the :class:`~medsort.refine.classifier.FeatureMap`.
+    features : {"auto", "passthrough"}
+        See :func:`~medsort.refine.classifier.fit_features`.
+    probe_weight : float
+        Weight of a balanced logistic-regression probe on the labelled rows, averaged with
+        the spread probabilities (0 = spreading only).
+    open_set : bool
+        Give ``OTHER`` to images the labels do not reach.
+    quantile : float
+        Low quantile of held-out labelled images' relative mass that sets the threshold.
+    margin : float
+        The threshold is ``margin`` times that quantile.
+    n_folds : int
+        Folds of labelled images held out to calibrate the threshold.
+    random_state : int
+        Seed.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        The labelled classes (without ``OTHER``).
+    features_ : transformer
+    embedding_ : ndarray of shape (n, n_components)
+        The fitted rows in feature space, for inductive :meth:`predict_proba`.
+    mass_ : ndarray of shape (n, n_classes)
+        Spread (unnormalised) class mass of every fitted row.
+    probe_ : LogisticRegression or None
+        The linear probe on the labelled rows.
+    threshold_ : float
+        Relative mass below which a row is ``OTHER`` (0 when open-set is off or cannot be
+        calibrated: a class needs two labels).
+    label_distributions_ : ndarray of shape (n, n_classes + 1)
+        Probabilities of each class and, last, of ``OTHER``.
+    transduction_ : ndarray of str
+        The label of every fitted row.
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 10,
+        alpha: float = 0.9,
+        gamma: float = 3.0,
+        n_components: int = 128,
+        features: str = "auto",
+        probe_weight: float = 0.5,
+        open_set: bool = True,
+        quantile: float = 0.05,
+        margin: float = 0.5,
+        n_folds: int = 5,
+        random_state: int = 0,
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.alpha = alpha
+        self.gamma = gamma
+        self.n_components = n_components
+        self.features = features
+        self.probe_weight = probe_weight
+        self.open_set = open_set
+        self.quantile = quantile
+        self.margin = margin
+        self.n_folds = n_folds
+        self.random_state = random_state
+
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+    ) -> GraphLabelSpreading:
+        """Fit on every row of ``X``; unlabelled rows of ``y`` are None, NaN, "" or -1.
+
+        With ``groups`` (e.g. the unsupervised groups) and ``open_set``, every image of a
+        group without a labelled member is ``OTHER``.
+        """
+        y = np.asarray(y, dtype=object)
+        known = ~unlabelled_mask(y)
+        if not known.any():
+            raise ValueError("Label spreading needs at least one labelled image.")
+        self.classes_ = np.unique(y[known].astype(str))
+        codes = np.full(len(y), -1)
+        codes[known] = np.searchsorted(self.classes_, y[known].astype(str))
+        self.features_ = fit_features(self.features, self.n_components, self.random_state, X)
+        self.embedding_ = self.features_.transform(X)
+        S = normalized_affinity(knn_affinity(self.embedding_, self.n_neighbors, self.gamma))
+        self.mass_ = spread(S, seed_matrix(codes, len(self.classes_)), self.alpha)
+        self.threshold_ = self._calibrate(S, codes) if self.open_set else 0.0
+        self.probe_ = self._fit_probe(self.embedding_[known], y[known].astype(str))
+        self.label_distributions_ = self._distributions(self.mass_, self.embedding_)
+        if self.open_set and groups is not None:
+            self._mark_unlabelled_groups(np.asarray(groups), known)
+        self.transduction_ = self._labels(self.label_distributions_)
+        return self
+
+    def _mark_unlabelled_groups(self, groups: np.ndarray, known: np.ndarray) -> None:
+        """Give ``OTHER`` most of the probability in groups with no labelled member."""
+        unreached = ~np.isin(groups, np.unique(groups[known]))
+        D = self.label_distributions_
+        D[unreached, :-1] *= (
+            0.5
+            * (1.0 - D[unreached, -1:])
+            / np.maximum(D[unreached, :-1].sum(axis=1, keepdims=True), 1e-12)
+        )
+        D[unreached, -1] = 1.0 - D[unreached, :-1].sum(axis=1)
+
+    def _calibrate(self, S: sp.csr_matrix, codes: np.ndarray) -> float:
+        """Relative mass threshold from labelled rows held out of the seeds."""
+        rng = np.random.default_rng(self.random_state)
+        labelled = np.flatnonzero(codes >= 0)
+        folds = rng.permutation(len(labelled)) % max(2, min(self.n_folds, len(labelled)))
+        held_mass: list[np.ndarray] = []
+        for fold in np.unique(folds):
+            held = labelled[folds == fold]
+            seeds = codes.copy()
+            seeds[held] = -1
+            present = np.isin(codes[held], seeds[seeds >= 0])
+            if not present.any():
+                continue
+            F = spread(S, seed_matrix(seeds, len(self.classes_)), self.alpha)
+            relative = relative_mass(F)
+            own = F[held, codes[held]] >= F[held].max(axis=1) - 1e-15
+            held_mass.append(np.where(own, relative[held], 0.0)[present])
+        if not held_mass:
+            return 0.0
+        return float(self.margin * np.quantile(np.concatenate(held_mass), self.quantile))
+
+    def _fit_probe(self, Z: np.ndarray, labels: np.ndarray) -> LogisticRegression | None:
+        if self.probe_weight <= 0 or len(self.classes_) < 2:
+            return None
+        probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+        return probe.fit(Z, labels)
+
+    def _blend(self, F: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Row-normalised spread mass, averaged with the probe's probabilities."""
+        total = F.sum(axis=1, keepdims=True)
+        P = np.where(total > 0, F / np.maximum(total, 1e-300), 1.0 / F.shape[1])
+        if self.probe_ is None:
+            return P
+        order = np.searchsorted(self.probe_.classes_, self.classes_)
+        probe = self.probe_.predict_proba(Z)[:, order]
+        return (1.0 - self.probe_weight) * P + self.probe_weight * probe
+
+    def _distributions(self, F: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Class probabilities with ``OTHER`` as the last column."""
+        P = self._blend(F, Z)
+        relative = relative_mass(F)
+        if self.threshold_ > 0:
+            p_other = self.threshold_ / (self.threshold_ + np.maximum(relative, 0.0))
+        else:
+            p_other = np.zeros(len(F))
+        return np.column_stack([P * (1.0 - p_other)[:, None], p_other])
+
+    def _labels(self, distributions: np.ndarray) -> np.ndarray:
+        names = np.append(self.classes_, OTHER)
+        return names[distributions.argmax(axis=1)]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities (classes, then ``OTHER``) of new rows from their fitted neighbours."""
+        Z = self.features_.transform(X)
+        k = min(self.n_neighbors, len(self.embedding_))
+        distances, neighbours = NearestNeighbors(n_neighbors=k).fit(self.embedding_).kneighbors(Z)
+        weights = np.clip(1.0 - distances**2 / 2.0, 0.0, None) ** self.gamma
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+        mass = np.einsum("nk,nkc->nc", weights, self.mass_[neighbours])
+        return self._distributions_like_fit(mass, Z)
+
+    def _distributions_like_fit(self, mass: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        # relative_mass needs the class sizes of the fitted rows, not of the new ones
+        counts = np.bincount(self.mass_.argmax(axis=1), minlength=self.mass_.shape[1])
+        top = mass.argmax(axis=1)
+        relative = mass[np.arange(len(mass)), top] * counts[top]
+        P = self._blend(mass, Z)
+        if self.threshold_ > 0:
+            p_other = self.threshold_ / (self.threshold_ + relative)
+        else:
+            p_other = np.zeros(len(mass))
+        return np.column_stack([P * (1.0 - p_other)[:, None], p_other])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self._labels(self.predict_proba(X))
+
+
+class ClusterThenLabel(ClassifierMixin, BaseEstimator):
+    """k-means on all images; each cluster takes the balanced majority of its labels.
+
+    Clusters without a labelled member take the mean prediction of a
+    :class:`SparSamClassifier` over their members.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of k-means clusters.
+    n_components : int
+        PCA dimensions of the feature map.
+    features : {"auto", "passthrough"}
+        See :func:`~medsort.refine.classifier.fit_features`.
+    random_state : int
+        Seed.
+
+    Attributes
+    ----------
+    classes_, transduction_, label_distributions_, clusters_
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 30,
+        n_components: int = 128,
+        features: str = "auto",
+        random_state: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.n_components = n_components
+        self.features = features
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> ClusterThenLabel:
+        y = np.asarray(y, dtype=object)
+        known = ~unlabelled_mask(y)
+        base = SparSamClassifier("svm", self.n_components, self.features, self.random_state)
+        base.fit(X, y)
+        self.classes_ = base.classes_
+        proba = base.predict_proba(X)
+        Z = base.features_.transform(X)
+        k = min(self.n_clusters, len(Z))
+        self.clusters_ = KMeans(k, n_init=1, random_state=self.random_state).fit_predict(Z)
+        codes = np.searchsorted(self.classes_, y[known].astype(str))
+        weight = 1.0 / np.bincount(codes, minlength=len(self.classes_))
+        dist = np.zeros((len(Z), len(self.classes_)))
+        for cluster in range(k):
+            members = self.clusters_ == cluster
+            in_known = members[known]
+            if in_known.any():
+                votes = np.bincount(
+                    codes[in_known], weights=weight[codes[in_known]], minlength=len(self.classes_)
+                )
+                dist[members] = votes / votes.sum()
+            else:
+                dist[members] = proba[members].mean(axis=0)
+        self.label_distributions_ = dist
+        self.transduction_ = self.classes_[dist.argmax(axis=1)]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.transduction_
