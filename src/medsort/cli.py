@@ -14,7 +14,7 @@ from medsort import __version__
 Command = Callable[[argparse.Namespace], int]
 
 # Later stages add their own subcommands through ``add_commands(subparsers)``.
-STAGE_COMMANDS: tuple[str, ...] = ("medsort.audit.cli",)
+STAGE_COMMANDS: tuple[str, ...] = ("medsort.audit.cli", "medsort.refine.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
