@@ -95,6 +95,37 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         default=1.0,
         help="whole-slide tiling resolution in microns per pixel",
     )
+    command.add_argument(
+        "--tile-size", type=int, default=224, help="whole-slide tile size in pixels at --slide-mpp"
+    )
+    command.add_argument(
+        "--keep-tag",
+        action="append",
+        default=[],
+        metavar="KEYWORD",
+        help="also copy this DICOM attribute into items.csv (may identify "
+        "patients: only when you mean it); repeat for several",
+    )
+    command.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="leave byte-identical copies out of the grouping",
+    )
+    command.add_argument(
+        "--no-audit", action="store_true", help="skip the shortcut, duplicate and quality audit"
+    )
+    command.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        help="CSV with path and attributes to audit (site, scanner, ...)",
+    )
+    command.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="CSV with path,label: only for the audit, never to group",
+    )
     command.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     _add_backend_options(command)
 
@@ -169,6 +200,10 @@ def run_sort(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         random_state=args.seed,
         read_options=_read_options(args),
+        drop_duplicates=args.drop_duplicates,
+        audit=not args.no_audit,
+        metadata_csv=args.metadata,
+        truth_csv=args.truth,
         quiet=args.quiet,
         backend=args.backend,
         ray_address=args.address,
