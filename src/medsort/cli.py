@@ -14,7 +14,7 @@ from medsort import __version__
 Command = Callable[[argparse.Namespace], int]
 
 # Later stages add their own subcommands through ``add_commands(subparsers)``.
-STAGE_COMMANDS: tuple[str, ...] = ("medsort.audit.cli", "medsort.refine.cli")
+STAGE_COMMANDS: tuple[str, ...] = ("medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,6 +105,19 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         metavar="KEYWORD",
         help="also copy this DICOM attribute into items.csv (may identify "
         "patients: only when you mean it); repeat for several",
+    )
+    command.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="name groups from labelled images: a folder of <label>/ sub-folders, "
+        "or a CSV path,label",
+    )
+    command.add_argument(
+        "--vocabulary",
+        type=Path,
+        default=None,
+        help="JSON vocabulary extending or replacing the built-in one (text encoders)",
     )
     command.add_argument(
         "--drop-duplicates",
@@ -200,6 +213,8 @@ def run_sort(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         random_state=args.seed,
         read_options=_read_options(args),
+        reference=args.reference,
+        vocabulary=args.vocabulary,
         drop_duplicates=args.drop_duplicates,
         audit=not args.no_audit,
         metadata_csv=args.metadata,

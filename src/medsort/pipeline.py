@@ -7,6 +7,7 @@ from pathlib import Path
 from medsort.audit import run_audit
 from medsort.embed.registry import Encoder
 from medsort.io.readers import ReadOptions
+from medsort.name import name_groups
 from medsort.report import export_groups, write_report
 from medsort.results import SortResult
 from medsort.sorter import Sorter
@@ -23,6 +24,8 @@ def sort_folder(
     random_state: int = 0,
     read_options: ReadOptions | None = None,
     quiet: bool = False,
+    reference: Path | None = None,
+    vocabulary: Path | None = None,
     drop_duplicates: bool = False,
     audit: bool = True,
     metadata_csv: Path | None = None,
@@ -37,7 +40,8 @@ def sort_folder(
     is left out of the scan. ``backend="ray"`` embeds with Ray encoder actors (see
     :class:`~medsort.sorter.Sorter` and ``docs/scaling.md``). The shortcut and hygiene
     audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
-    ``truth_csv`` labels (never used to group).
+    ``truth_csv`` labels (never used to group). Groups are named from ``reference``
+    images, or from the (``vocabulary``'s) text prompts when the encoder embeds text.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
@@ -59,6 +63,15 @@ def sort_folder(
         num_workers=num_workers,
     ).fit(input_dir, exclude=exclude)
     result = sorter.result_
+    if reference is not None or hasattr(sorter.encoder_, "embed_text"):
+        result = name_groups(
+            result,
+            sorter.encoder_,
+            reference=reference,
+            vocabulary=vocabulary,
+            cache_dir=cache_dir,
+            progress=not quiet,
+        )
     result.save(out_dir)
     findings: list[dict] = []
     if audit:
