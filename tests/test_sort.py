@@ -180,3 +180,46 @@ def test_clear_errors_for_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFi
     (empty / "a.txt").write_text("x")
     assert main(["sort", str(empty), "--out", str(tmp_path / "o"), "--no-cache", "--quiet"]) == 1
     assert "No readable image" in capsys.readouterr().err
+
+
+def test_sort_with_names_duplicates_and_truth(
+    sorted_demo: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    input_dir, out, _ = sorted_demo
+    truth = pd.read_csv(demo_labels())
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in truth["path"][:40]:
+        (small / name).write_bytes((demo_folder() / name).read_bytes())
+    (small / "zz_copy.png").write_bytes((small / truth["path"][0]).read_bytes())
+    refs = tmp_path / "refs"
+    for name, label in zip(truth["path"][40:80], truth["label"][40:80], strict=True):
+        (refs / label).mkdir(parents=True, exist_ok=True)
+        (refs / label / name).write_bytes((demo_folder() / name).read_bytes())
+    truth_csv = tmp_path / "truth.csv"
+    truth[["path", "label"]].to_csv(truth_csv, index=False)
+    target = tmp_path / "named"
+    code = main(
+        [
+            "sort",
+            str(small),
+            "--out",
+            str(target),
+            "--cache-dir",
+            str(out.parent / "cache"),
+            "--reference",
+            str(refs / "chest_xray"),
+            "--drop-duplicates",
+            "--truth",
+            str(truth_csv),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    table = pd.read_csv(target / "assignments.csv", keep_default_na=False)
+    assert {"group_name", "modality_name", "name_confidence", "top3"} <= set(table.columns)
+    assert len(table) == 40  # the copy was left out of the grouping...
+    skipped = pd.read_csv(target / "skipped.csv")
+    assert skipped["path"].tolist() == ["zz_copy.png"]  # ...and is listed, not lost
+    assert "duplicate of" in skipped["reason"].iloc[0]
+    assert (target / "audit.json").is_file()
