@@ -195,6 +195,12 @@ def _row_hashes(result: SortResult) -> list[str]:
     return [lookup[p] for p in paths]
 
 
+def _modality_codes(result: SortResult) -> np.ndarray | None:
+    """Modality group per row when there are several, else ``None``."""
+    modality = result.assignments["modality_group"].to_numpy()
+    return codes_of(modality) if len(np.unique(modality)) > 1 else None
+
+
 def _truth_codes(result: SortResult, truth_csv: Path | str | None) -> np.ndarray | None:
     """Label code per row, ``-1`` where the file has no label; ``None`` without a CSV."""
     if truth_csv is None:
@@ -223,6 +229,7 @@ def _audit_attributes(
     rng = np.random.default_rng(settings.random_state)
     features = image_features(result.embeddings, random_state=settings.random_state)
     groups = codes_of(result.assignments["group"].to_numpy())
+    modality = _modality_codes(result)
     n_perm = settings.n_permutations
     rows = []
     for attribute in attributes:
@@ -242,7 +249,9 @@ def _audit_attributes(
             seen = conditional_score(a, predicted, None, n_perm, rng)
             row.update(_score("detectability", seen))
             row["balanced_accuracy"] = round(balanced_accuracy(a, predicted), 4)
-        targets = {"groups": _target_scores(a, groups, predicted, labels, n_perm, rng)}
+        targets = {
+            "groups": _target_scores(a, groups, predicted, labels, n_perm, rng, within=modality)
+        }
         if labels is not None:
             known = labels >= 0
             targets["label"] = _target_scores(
@@ -265,14 +274,29 @@ def _target_scores(
     labels: np.ndarray | None,
     n_perm: int,
     rng: np.random.Generator,
+    within: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """Utility and detectability of ``a`` for target ``t``.
+
+    With ``within`` (modality groups), utility is measured inside each modality group:
+    X-rays and slides differ in format and size as a matter of course, so only the
+    condition groups of one modality differing by ``a`` is a shortcut.
+    """
     t = codes_of(t)
     a = codes_of(a)
-    scores: dict[str, Any] = {
-        "utility_kind": "adjusted I(A;T)/min(H(A),H(T))",
-        "unexplained": round(conditional_entropy(a, t) / max(entropy(a), 1e-12), 4),
-    }
-    scores.update(_score("utility", utility(a, t, n_perm, rng)))
+    if within is None:
+        scores: dict[str, Any] = {
+            "utility_kind": "adjusted I(A;T)/min(H(A),H(T))",
+            "unexplained": round(conditional_entropy(a, t) / max(entropy(a), 1e-12), 4),
+        }
+        scores.update(_score("utility", utility(a, t, n_perm, rng)))
+    else:
+        ceiling = max(conditional_entropy(a, within), 1e-12)
+        scores = {
+            "utility_kind": "adjusted I(A;T|modality group)/H(A|modality group)",
+            "unexplained": round(conditional_entropy(a, t) / ceiling, 4),
+        }
+        scores.update(_score("utility", conditional_score(a, t, within, n_perm, rng)))
     if predicted is None:
         scores.update(detectability=None, detectability_p=None)
     else:
@@ -363,7 +387,13 @@ def _findings(
             if row["name"] in CONTENT_DEPENDENT:
                 level = "note"
             if target == "groups":
-                message = _groups_message(attribute, groups, scores, has_truth)
+                message = _groups_message(
+                    attribute,
+                    groups,
+                    scores,
+                    has_truth,
+                    result.assignments["modality_group"].to_numpy(),
+                )
             else:
                 message = _label_message(attribute, row, scores, verdict)
             findings.append(
@@ -383,12 +413,21 @@ def _findings(
     return findings
 
 
-def group_contrast(attribute: Attribute, groups: np.ndarray, min_size: int = 5):
-    """The two groups whose ``A`` distributions differ most (total variation distance).
+def group_contrast(
+    attribute: Attribute,
+    groups: np.ndarray,
+    min_size: int = 5,
+    modality: np.ndarray | None = None,
+):
+    """The two groups (of one modality group) whose ``A`` distributions differ most.
 
-    Returns ``(group_1, group_2, level_1, share_1, level_2, share_2, distance)`` or ``None``.
+    Distance is total variation. Returns ``(group_1, group_2, level_1, share_1, level_2,
+    share_2, distance)`` or ``None``.
     """
     ids = [g for g in np.unique(groups) if np.sum(groups == g) >= min_size]
+    modality_of = {
+        g: (None if modality is None else modality[np.flatnonzero(groups == g)[0]]) for g in ids
+    }
     k = len(attribute.levels)
     dist = {
         g: np.bincount(attribute.codes[groups == g], minlength=k) / np.sum(groups == g) for g in ids
@@ -396,6 +435,8 @@ def group_contrast(attribute: Attribute, groups: np.ndarray, min_size: int = 5):
     best = None
     for i, g1 in enumerate(ids):
         for g2 in ids[i + 1 :]:
+            if modality_of[g1] != modality_of[g2]:
+                continue
             tv = 0.5 * np.abs(dist[g1] - dist[g2]).sum()
             if best is None or tv > best[-1]:
                 l1, l2 = int(np.argmax(dist[g1] - dist[g2])), int(np.argmax(dist[g2] - dist[g1]))
@@ -407,10 +448,14 @@ def group_contrast(attribute: Attribute, groups: np.ndarray, min_size: int = 5):
 
 
 def _groups_message(
-    attribute: Attribute, groups: np.ndarray, scores: dict[str, Any], has_truth: bool
+    attribute: Attribute,
+    groups: np.ndarray,
+    scores: dict[str, Any],
+    has_truth: bool,
+    modality: np.ndarray | None = None,
 ) -> str:
     name = attribute.name.replace("_", " ")
-    contrast = group_contrast(attribute, groups)
+    contrast = group_contrast(attribute, groups, modality=modality)
     if contrast is None:
         head = f"The groups differ by {name}"
     else:
