@@ -58,8 +58,18 @@ def build_input(sets: list[str], work: Path) -> tuple[Path, Path]:
 def run_case(name: str, sets: list[str], k: int | None, work: Path) -> dict[str, object]:
     input_dir, truth = build_input(sets, work)
     out = work / "out"
-    command = [sys.executable, "-m", "medsort", "sort", str(input_dir), "--out", str(out),
-               "--cache-dir", str(work / "cache"), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "medsort",
+        "sort",
+        str(input_dir),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(work / "cache"),
+        "--quiet",
+    ]
     if k is not None:
         command += ["--k", str(k)]
     started = time.perf_counter()
@@ -97,8 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     args = parser.parse_args()
-    print(f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
-          f"| {time.strftime('%Y-%m-%d')}")
+    print(
+        f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
+        f"| {time.strftime('%Y-%m-%d')}"
+    )
     for name in args.cases:
         sets, k = CASES[name]
         with tempfile.TemporaryDirectory() as work:

@@ -223,3 +223,16 @@ def test_sort_with_names_duplicates_and_truth(
     assert skipped["path"].tolist() == ["zz_copy.png"]  # ...and is listed, not lost
     assert "duplicate of" in skipped["reason"].iloc[0]
     assert (target / "audit.json").is_file()
+
+
+def test_audit_raises_no_false_alarm_across_modalities(
+    sorted_demo: tuple[Path, Path, dict[str, str]],
+) -> None:
+    # X-rays and ultrasound differ in file size by nature; that is not a shortcut.
+    import json
+
+    _, out, _ = sorted_demo
+    audit = json.loads((out / "audit.json").read_text())
+    assert [f for f in audit["findings"] if f["level"] == "warning"] == []
+    report = (out / "report.html").read_text()
+    assert report.index("Map of all images") < report.index("Modality group 0")

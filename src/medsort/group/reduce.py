@@ -12,11 +12,13 @@ out-of-sample nearest neighbours come from a FAISS IVF index over the fit sample
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import laplacian
-from scipy.sparse.linalg import eigsh
+from scipy.sparse.linalg import eigsh, lobpcg
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
@@ -54,7 +56,7 @@ class FaissNeighbours:
 
         points = np.ascontiguousarray(points, dtype=np.float32)
         dim = points.shape[1]
-        n_lists = max(1, int(np.sqrt(len(points))))
+        n_lists = max(1, min(int(np.sqrt(len(points))), len(points) // 39))  # 39 per list
         self.index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, n_lists)
         self.index.cp.seed = random_state
         self.index.cp.niter = 10
@@ -216,7 +218,7 @@ def knn_graph(Z: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, NearestNe
 
 
 def laplacian_eigenmaps(
-    graph: sp.csr_matrix, n_components: int, random_state: int
+    graph: sp.csr_matrix, n_components: int, random_state: int, shift_invert: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Smallest eigenpairs of the normalised graph Laplacian.
 
@@ -228,6 +230,11 @@ def laplacian_eigenmaps(
         Number of eigenpairs, the trivial one included.
     random_state : int
         Seed of the solver's start vector.
+    shift_invert : bool, default=True
+        Solve with shift-invert (a sparse LU of the Laplacian: exact and fast on small
+        graphs, but its fill-in makes it minutes on a 20,000-row kNN graph). ``False``
+        runs Lanczos on the normalised adjacency ``I - L`` for its largest eigenpairs
+        instead (LOBPCG, no factorisation; used for sampled fits of large data).
 
     Returns
     -------
@@ -242,6 +249,17 @@ def laplacian_eigenmaps(
     if n <= 200 or m >= n // 2:
         values, vectors = eigh(lap.toarray())
         values, vectors = values[:m], vectors[:, :m]
+    elif not shift_invert:
+        # a block solver: single-vector Lanczos misses repeated eigenvalues (one per
+        # disconnected part), LOBPCG finds them all
+        start = np.random.default_rng(random_state).standard_normal((n, m))
+        adjacency = sp.identity(n, format="csr") - lap
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not reaching the tolerance"
+            values, vectors = lobpcg(adjacency, start, largest=True, tol=1e-8, maxiter=500)
+        values = 1.0 - values
+        order = np.argsort(values)
+        values, vectors = values[order], vectors[:, order]
     else:
         v0 = np.random.default_rng(random_state).uniform(-1, 1, n)
         values, vectors = eigsh(lap, k=m, sigma=-1e-3, which="LM", v0=v0)
@@ -300,7 +318,10 @@ class SpectralEmbedding(TransformerMixin, BaseEstimator):
         """
         idx = fit_sample_index(len(Z), self.max_fit_samples, self.random_state)
         graph, self.index_ = knn_graph(Z[idx], self.n_neighbors)
-        values, vectors = laplacian_eigenmaps(graph, self.n_components + 1, self.random_state)
+        sampled = len(idx) < len(Z)  # large data: no sparse LU (see laplacian_eigenmaps)
+        values, vectors = laplacian_eigenmaps(
+            graph, self.n_components + 1, self.random_state, shift_invert=not sampled
+        )
         self.eigenvalues_ = values
         self.embedding_fit_ = vectors[:, 1:].astype(np.float32)
         self.fit_index_ = idx
