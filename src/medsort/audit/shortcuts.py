@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import gamma
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
@@ -143,6 +142,8 @@ def permutation_p(observed: float, null: np.ndarray, tail_at: int = 10) -> float
     mean, var = float(null.mean()), float(null.var())
     if mean <= EPS or var <= EPS:
         return float(empirical)
+    from scipy.stats import gamma  # imported on use: scipy.stats takes a second to import
+
     tail = gamma.sf(observed, a=mean**2 / var, scale=var / mean)
     return float(min(empirical, max(tail, 1e-300)))
 

@@ -88,10 +88,18 @@ def create_encoder(spec: str, **kwargs: object) -> Encoder:
 
 
 def _load_builtin_encoders() -> None:
-    # Importing the modules runs their @register_encoder decorators.
+    # Importing the module runs its @register_encoder decorators.
     from medsort.embed import efficientnet  # noqa: F401
 
+    _REGISTRY.setdefault("biomedclip", _biomedclip)
+
+
+def _biomedclip(*args: object, **kwargs: object) -> Encoder:
+    # Imported on use: transformers takes seconds to import, and is an optional extra.
     try:
-        from medsort.embed import biomedclip  # noqa: F401
-    except ImportError:  # optional: needs transformers
-        pass
+        from medsort.embed.biomedclip import create_biomedclip
+    except ImportError as error:
+        raise ImportError(
+            "The biomedclip encoder needs transformers: pip install 'medsort[biomedclip]'."
+        ) from error
+    return create_biomedclip(*args, **kwargs)  # type: ignore[arg-type]
