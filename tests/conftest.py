@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ def shared_set(name: str) -> Path:
     if not (folder / "labels.csv").is_file():
         pytest.skip(f"real data set {name} not available at {folder}")
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Tests never read or write the user's embedding cache (~/.cache/medsort)."""
+    folder = tmp_path_factory.mktemp("medsort-cache")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("MEDSORT_CACHE_DIR", str(folder))
+    yield folder
+    patcher.undo()
 
 
 @pytest.fixture
