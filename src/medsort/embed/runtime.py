@@ -163,6 +163,7 @@ def optimize_model(
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated, still the fastest here
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
                 traced = torch.jit.trace(wrapper, example, check_trace=False)
                 frozen = torch.jit.freeze(traced)
             for _ in range(2):  # the profiling executor optimises after its first runs
