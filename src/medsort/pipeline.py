@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from medsort.audit import run_audit
@@ -75,13 +76,21 @@ def sort_folder(
     result.save(out_dir)
     findings: list[dict] = []
     if audit:
+        _say("auditing for shortcuts, duplicates and outliers...", quiet)
         findings = run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)["findings"]
+    _say("writing the report...", quiet)
     write_report(out_dir)
     if export:
+        _say(f"placing the images in {out_dir / 'groups'} ({export})...", quiet)
         export_groups(result, out_dir, mode=export)
     if not quiet:
         print(summary(result, out_dir, findings))
     return out_dir
+
+
+def _say(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = None) -> str:

@@ -117,6 +117,8 @@ class Sorter:
                 f"{len(embedded.skipped)} skipped)."
             )
         started = time.perf_counter()
+        if self.progress:
+            print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
         self.grouper_ = TwoLevelGrouper(
             n_clusters=self.n_clusters, random_state=self.random_state
         ).fit(embedded.vectors)

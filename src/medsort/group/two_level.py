@@ -18,6 +18,11 @@ from medsort.group.reduce import (
 )
 
 SMALL_PROBLEM_ROWS = 20000
+MODALITY_MIN_FIT_ROWS = 4000
+"""Smallest graph fit sample of one modality group on large data (see
+:meth:`TwoLevelGrouper._modality_fit_rows`)."""
+MODALITY_PCA_ROWS = 20000
+"""PCA fit sample of one modality group on large data (plenty for 50 components)."""
 
 
 def _thread_limit(n_rows: int) -> threadpool_limits:
@@ -162,14 +167,42 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             random_state=self.random_state,
         )
 
-    def _condition_clusterer(self, n_clusters: int | None) -> SpectralAutoK:
+    def _condition_clusterer(
+        self, n_clusters: int | None, max_fit_samples: int | None = None
+    ) -> SpectralAutoK:
         return SpectralAutoK(
             n_clusters=n_clusters,
             k_max=self.k_max,
             n_neighbors=self.n_neighbors,
-            max_fit_samples=self.max_fit_samples,
+            max_fit_samples=self.max_fit_samples if max_fit_samples is None else max_fit_samples,
             random_state=self.random_state,
         )
+
+    def _modality_fit_rows(self, n_modality_rows: int, n_rows: int) -> int:
+        """Largest graph fit sample of a modality group of ``n_modality_rows`` of ``n_rows``.
+
+        Up to ``max_fit_samples`` rows in all, every modality group is fitted on all of its rows,
+        as before. Above it, each group's sample is its share of ``max_fit_samples`` (the
+        sampling density of level 1), at least ``MODALITY_MIN_FIT_ROWS`` and at most
+        ``max_fit_samples``, so the sampled rows stay near ``max_fit_samples`` in total instead
+        of ``max_fit_samples`` per group.
+
+        Parameters
+        ----------
+        n_modality_rows : int
+            Rows of the modality group.
+        n_rows : int
+            Rows of the whole data.
+
+        Returns
+        -------
+        int
+            ``max_fit_samples`` for the group's :class:`SpectralAutoK`.
+        """
+        if n_rows <= self.max_fit_samples:
+            return self.max_fit_samples
+        share = int(np.ceil(self.max_fit_samples * n_modality_rows / n_rows))
+        return min(self.max_fit_samples, max(MODALITY_MIN_FIT_ROWS, share))
 
     def _split_modalities(self, Z: np.ndarray) -> np.ndarray:
         """Level 1: modality group per row (all zeros unless the graph clearly falls apart)."""
@@ -258,10 +291,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             if self.n_modalities_ == 1:
                 reducer, Zm = self.reducer_, Z
             else:
-                reducer = self._modality_reducer(X, rows)
+                reducer = self._modality_reducer(X, rows, large=n > self.max_fit_samples)
                 Zm = transform_rows(reducer, X, rows)
             shared = self._level1_embedding if self.n_modalities_ == 1 else None
-            model = self._condition_clusterer(self.n_clusters)._fit(Zm, shared)
+            fit_rows = self._modality_fit_rows(len(rows), n)
+            model = self._condition_clusterer(self.n_clusters, fit_rows)._fit(Zm, shared)
             self.labels_[rows] = model.labels_ + offset
             self.distances_[rows] = model.centre_distances()
             self.map_2d_[rows] = self._layout(model.spectral_coords_, m)
@@ -272,9 +306,17 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.group_modality_ = np.asarray(group_modality, dtype=np.int64)
         self.n_groups_ = offset
 
-    def _modality_reducer(self, X: np.ndarray, rows: np.ndarray) -> FeatureReducer:
-        """A reducer fitted on the rows of one modality (only its fit sample is copied)."""
+    def _modality_reducer(
+        self, X: np.ndarray, rows: np.ndarray, large: bool = False
+    ) -> FeatureReducer:
+        """A reducer fitted on the rows of one modality (only its fit sample is copied).
+
+        With ``large`` (more than ``max_fit_samples`` rows in all), its PCA is fitted on at
+        most ``max(max_fit_samples, MODALITY_PCA_ROWS)`` rows of the group.
+        """
         reducer = self._reducer()
+        if large:
+            reducer.set_params(max_fit_samples=max(self.max_fit_samples, MODALITY_PCA_ROWS))
         sample = fit_sample_index(len(rows), reducer.max_fit_samples, reducer.random_state)
         return reducer.fit(X[rows[sample]])
 

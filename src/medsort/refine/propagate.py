@@ -5,6 +5,12 @@
 semi-supervised learning"). It also says "other" for images the labels do not reach:
 the spread mass at labelled images held out of the graph's seeds sets how much mass an
 image of a labelled class normally receives, and images far below that get ``OTHER``.
+
+Given the unsupervised groups, the labels also add to the structure the grouping found:
+each group votes for the (class-balanced) majority of its labelled members, weighted by
+how consistently they agree (:func:`group_votes`), and the weight of that vote against the
+spread prediction is chosen on labelled images held out of the seeds, so groups that do not
+match the classes (or too few labels to tell) leave the prediction as it was.
 """
 
 from __future__ import annotations
@@ -79,6 +85,54 @@ def relative_mass(F: np.ndarray) -> np.ndarray:
     return F[np.arange(len(F)), top] * counts[top]
 
 
+def group_votes(
+    groups: np.ndarray, codes: np.ndarray, n_classes: int, prior: float, power: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class vote and reliability of every group from its labelled members.
+
+    Parameters
+    ----------
+    groups : ndarray of shape (n,)
+        Group of every row.
+    codes : ndarray of int, shape (n,)
+        Class code of every labelled row, -1 where unlabelled.
+    n_classes : int
+        Number of classes.
+    prior : float
+        Pseudo-count of labelled members: a group with ``m`` of them counts ``m / (m + prior)``.
+    power : float
+        Exponent of the agreement (top minus second class share of the vote); groups with
+        mixed labels get a weight near 0.
+
+    Returns
+    -------
+    votes : ndarray of shape (n_groups, n_classes)
+        Class-balanced label shares per group (0 for groups without a labelled member).
+    reliability : ndarray of shape (n_groups,)
+        ``agreement ** power * m / (m + prior)`` in [0, 1].
+    inverse : ndarray of int, shape (n,)
+        Index into the rows of ``votes`` of every row.
+    """
+    _, inverse = np.unique(groups, return_inverse=True)
+    known = codes >= 0
+    class_weight = 1.0 / np.maximum(np.bincount(codes[known], minlength=n_classes), 1)
+    counts = np.zeros((inverse.max() + 1, n_classes))
+    np.add.at(counts, (inverse[known], codes[known]), class_weight[codes[known]])
+    members = np.bincount(inverse[known], minlength=len(counts)).astype(float)
+    return (*_vote_reliability(counts, members, prior, power), inverse)
+
+
+def _vote_reliability(
+    counts: np.ndarray, members: np.ndarray, prior: float, power: float
+) -> tuple[np.ndarray, np.ndarray]:
+    total = counts.sum(axis=1, keepdims=True)
+    votes = np.where(total > 0, counts / np.maximum(total, 1e-12), 0.0)
+    ranked = np.sort(votes, axis=1)
+    second = ranked[:, -2] if votes.shape[1] > 1 else np.zeros(len(votes))
+    agreement = np.clip(ranked[:, -1] - second, 0.0, 1.0) ** power
+    return votes, agreement * members / (members + prior)
+
+
 class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
     """Label spreading over a kNN graph of all images, with an open-set "other".
 
@@ -97,6 +151,12 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
     probe_weight : float
         Weight of a balanced logistic-regression probe on the labelled rows, averaged with
         the spread probabilities (0 = spreading only).
+    group_vote : bool
+        With ``groups`` in :meth:`fit`, blend in each group's vote (see :func:`group_votes`).
+    group_prior : float
+        Pseudo-count of labelled members behind a group's reliability.
+    group_power : float
+        Exponent of the agreement of a group's labelled members.
     open_set : bool
         Give ``OTHER`` to images the labels do not reach.
     quantile : float
@@ -119,6 +179,10 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         Spread (unnormalised) class mass of every fitted row.
     probe_ : LogisticRegression or None
         The linear probe on the labelled rows.
+    group_scale_ : float
+        Weight of the group votes chosen on held-out labelled rows (0: not used).
+    group_weights_ : ndarray of shape (n,) or None
+        Weight of its group's vote in every fitted row's probabilities.
     threshold_ : float
         Relative mass below which a row is ``OTHER`` (0 when open-set is off or cannot be
         calibrated: a class needs two labels).
@@ -136,6 +200,9 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         n_components: int = 128,
         features: str = "auto",
         probe_weight: float = 0.5,
+        group_vote: bool = True,
+        group_prior: float = 1.0,
+        group_power: float = 2.0,
         open_set: bool = True,
         quantile: float = 0.05,
         margin: float = 0.5,
@@ -148,6 +215,9 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         self.n_components = n_components
         self.features = features
         self.probe_weight = probe_weight
+        self.group_vote = group_vote
+        self.group_prior = group_prior
+        self.group_power = group_power
         self.open_set = open_set
         self.quantile = quantile
         self.margin = margin
@@ -159,8 +229,9 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
     ) -> GraphLabelSpreading:
         """Fit on every row of ``X``; unlabelled rows of ``y`` are None, NaN, "" or -1.
 
-        With ``groups`` (e.g. the unsupervised groups) and ``open_set``, every image of a
-        group without a labelled member is ``OTHER``.
+        With ``groups`` (e.g. the unsupervised groups) and ``group_vote``, each group's
+        reliable label vote is blended in; with ``groups`` and ``open_set``, every image of
+        a group without a labelled member is ``OTHER``.
         """
         y = np.asarray(y, dtype=object)
         known = ~unlabelled_mask(y)
@@ -173,9 +244,20 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         self.embedding_ = self.features_.transform(X)
         S = normalized_affinity(knn_affinity(self.embedding_, self.n_neighbors, self.gamma))
         self.mass_ = spread(S, seed_matrix(codes, len(self.classes_)), self.alpha)
-        self.threshold_ = self._calibrate(S, codes) if self.open_set else 0.0
+        use_groups = self.group_vote and groups is not None
+        held_mass, held_proba = (
+            self._cross_validate(S, codes) if self.open_set or use_groups else ([], None)
+        )
+        self.threshold_ = (
+            float(self.margin * np.quantile(np.concatenate(held_mass), self.quantile))
+            if self.open_set and held_mass
+            else 0.0
+        )
         self.probe_ = self._fit_probe(self.embedding_[known], y[known].astype(str))
         self.label_distributions_ = self._distributions(self.mass_, self.embedding_)
+        self.group_scale_, self.group_weights_ = 0.0, None
+        if use_groups:
+            self._add_group_votes(np.asarray(groups), codes, held_proba)
         if self.open_set and groups is not None:
             self._mark_unlabelled_groups(np.asarray(groups), known)
         self.transduction_ = self._labels(self.label_distributions_)
@@ -192,12 +274,20 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         )
         D[unreached, -1] = 1.0 - D[unreached, :-1].sum(axis=1)
 
-    def _calibrate(self, S: sp.csr_matrix, codes: np.ndarray) -> float:
-        """Relative mass threshold from labelled rows held out of the seeds."""
+    def _cross_validate(
+        self, S: sp.csr_matrix, codes: np.ndarray
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Spread (and probe) with folds of labelled rows held out of the seeds.
+
+        Returns the relative masses of held-out rows whose class is still seeded (for the
+        open-set threshold) and the held-out class probabilities of every labelled row.
+        """
         rng = np.random.default_rng(self.random_state)
         labelled = np.flatnonzero(codes >= 0)
+        n_classes = len(self.classes_)
         folds = rng.permutation(len(labelled)) % max(2, min(self.n_folds, len(labelled)))
         held_mass: list[np.ndarray] = []
+        held_proba = np.full((len(labelled), n_classes), 1.0 / n_classes)
         for fold in np.unique(folds):
             held = labelled[folds == fold]
             seeds = codes.copy()
@@ -205,13 +295,66 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
             present = np.isin(codes[held], seeds[seeds >= 0])
             if not present.any():
                 continue
-            F = spread(S, seed_matrix(seeds, len(self.classes_)), self.alpha)
+            F = spread(S, seed_matrix(seeds, n_classes), self.alpha)
             relative = relative_mass(F)
             own = F[held, codes[held]] >= F[held].max(axis=1) - 1e-15
             held_mass.append(np.where(own, relative[held], 0.0)[present])
-        if not held_mass:
-            return 0.0
-        return float(self.margin * np.quantile(np.concatenate(held_mass), self.quantile))
+            held_proba[folds == fold] = self._held_out_proba(F[held], seeds, held)
+        return held_mass, held_proba
+
+    def _held_out_proba(self, F: np.ndarray, seeds: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """Row-normalised spread mass of held-out rows, averaged with a fold probe."""
+        total = F.sum(axis=1, keepdims=True)
+        P = np.where(total > 0, F / np.maximum(total, 1e-300), 1.0 / F.shape[1])
+        train = seeds >= 0
+        if self.probe_weight <= 0 or len(np.unique(seeds[train])) < 2:
+            return P
+        probe = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+        probe.fit(self.embedding_[train], seeds[train])
+        Q = np.zeros_like(P)
+        Q[:, probe.classes_] = probe.predict_proba(self.embedding_[held])
+        return (1.0 - self.probe_weight) * P + self.probe_weight * Q
+
+    def _add_group_votes(
+        self, groups: np.ndarray, codes: np.ndarray, held_proba: np.ndarray
+    ) -> None:
+        """Blend each group's vote into the probabilities, scaled by held-out accuracy.
+
+        The scale is the smallest on a grid of 0..1 that gives the best class-balanced
+        accuracy on labelled rows, each predicted without its own label (held out of the
+        seeds and left out of its group's vote).
+        """
+        n_classes = len(self.classes_)
+        votes, reliability, inverse = group_votes(
+            groups, codes, n_classes, self.group_prior, self.group_power
+        )
+        labelled = np.flatnonzero(codes >= 0)
+        own = codes[labelled]
+        class_weight = 1.0 / np.bincount(own, minlength=n_classes)
+        counts = votes * 0.0
+        np.add.at(counts, (inverse[labelled], own), class_weight[own])
+        members = np.bincount(inverse[labelled], minlength=len(votes)).astype(float)
+        loo_counts = counts[inverse[labelled]]
+        loo_counts[np.arange(len(labelled)), own] -= class_weight[own]
+        loo_votes, loo_reliability = _vote_reliability(
+            np.maximum(loo_counts, 0.0),
+            members[inverse[labelled]] - 1,
+            self.group_prior,
+            self.group_power,
+        )
+        best, self.group_scale_ = -np.inf, 0.0
+        for scale in np.linspace(0.0, 1.0, 11):
+            w = scale * loo_reliability[:, None]
+            blended = (1.0 - w) * held_proba + w * loo_votes
+            accuracy = np.sum(class_weight[own] * (blended.argmax(axis=1) == own))
+            if accuracy > best + 1e-9:
+                best, self.group_scale_ = accuracy, float(scale)
+        self.group_weights_ = self.group_scale_ * reliability[inverse]
+        D = self.label_distributions_
+        keep = 1.0 - D[:, -1:]
+        w = self.group_weights_[:, None]
+        P = D[:, :-1] / np.maximum(keep, 1e-12)
+        D[:, :-1] = ((1.0 - w) * P + w * votes[inverse]) * keep
 
     def _fit_probe(self, Z: np.ndarray, labels: np.ndarray) -> LogisticRegression | None:
         if self.probe_weight <= 0 or len(self.classes_) < 2:
