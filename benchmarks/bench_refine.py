@@ -8,7 +8,9 @@ Usage::
 Without ``--features`` every set is embedded with the project's encoder through the
 embedding cache (``--cache-dir``), so a second run embeds nothing. Labels are used for
 choosing the labelled images and for scoring only. The feature map (power transform, PCA)
-needs no labels, so it is fitted once per set and every method gets the mapped rows.
+needs no labels, so it is fitted once per set and every method gets the mapped rows. The
+unsupervised groups (``TwoLevelGrouper`` on the raw features, as ``medsort sort`` makes
+them) are also computed once per set; methods that use them get them as ``groups``.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ def _codes(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return classes, codes
 
 
-def sk_label_spreading(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sk_label_spreading(Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     classes, codes = _codes(y)
     model = LabelSpreading(kernel="knn", n_neighbors=10, alpha=0.2, max_iter=200)
     return classes[model.fit(Z, codes).transduction_]
 
 
-def self_training(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+def self_training(Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     classes, codes = _codes(y)
     if np.bincount(codes[codes >= 0]).min() < 3:
         return SparSamClassifier("logreg", **P).fit(Z, y).predict(Z)
@@ -59,20 +61,28 @@ def self_training(Z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return classes[model.fit(Z, codes).predict(Z)]
 
 
-METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "svm (SparSam)": lambda Z, y: SparSamClassifier("svm", **P).fit(Z, y).predict(Z),
-    "logreg": lambda Z, y: SparSamClassifier("logreg", **P).fit(Z, y).predict(Z),
-    "knn": lambda Z, y: SparSamClassifier("knn", **P).fit(Z, y).predict(Z),
+def spread(groups_used: bool = True, **params) -> Callable[..., np.ndarray]:
+    """:class:`GraphLabelSpreading` (with the groups or without) as a benchmark method."""
+
+    def method(Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        model = GraphLabelSpreading(**P, **params)
+        return model.fit(Z, y, groups=groups if groups_used else None).transduction_
+
+    return method
+
+
+METHODS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "svm (SparSam)": lambda Z, y, g: SparSamClassifier("svm", **P).fit(Z, y).predict(Z),
+    "logreg": lambda Z, y, g: SparSamClassifier("logreg", **P).fit(Z, y).predict(Z),
+    "knn": lambda Z, y, g: SparSamClassifier("knn", **P).fit(Z, y).predict(Z),
     "sklearn LabelSpreading knn": sk_label_spreading,
     "self-training svm": self_training,
-    "cluster-then-label": lambda Z, y: ClusterThenLabel(**P).fit(Z, y).transduction_,
-    "spread closed-set": lambda Z, y: (
-        GraphLabelSpreading(open_set=False, **P).fit(Z, y).transduction_
-    ),
-    "spread only (no probe)": lambda Z, y: (
-        GraphLabelSpreading(probe_weight=0.0, **P).fit(Z, y).transduction_
-    ),
-    "spread (default)": lambda Z, y: GraphLabelSpreading(**P).fit(Z, y).transduction_,
+    "cluster-then-label": lambda Z, y, g: ClusterThenLabel(**P).fit(Z, y).transduction_,
+    "spread closed-set": spread(False, open_set=False),
+    "spread only (no probe)": spread(False, probe_weight=0.0),
+    "spread no groups (old default)": spread(False),
+    "spread groups (no vote)": spread(group_vote=False),
+    "spread (default)": spread(),
 }
 
 
@@ -112,13 +122,13 @@ def score(truth: np.ndarray, y: np.ndarray, predicted: np.ndarray) -> float:
     return balanced_accuracy_score(truth[rest], np.asarray(predicted, dtype=object)[rest])
 
 
-def learning_curves(Z, truth, methods, counts, repeats) -> list[dict]:
+def learning_curves(Z, truth, groups, methods, counts, repeats) -> list[dict]:
     rows = []
     for method in methods:
         for n in counts:
             started = time.perf_counter()
             scores = [
-                score(truth, y, METHODS[method](Z, y))
+                score(truth, y, METHODS[method](Z, y, groups))
                 for y in (random_labels(truth, n, np.random.default_rng(r)) for r in range(repeats))
             ]
             rows.append(
@@ -151,10 +161,9 @@ def unsupervised_groups(X: np.ndarray, Z: np.ndarray, n_classes: int) -> np.ndar
         return KMeans(2 * n_classes, n_init=5, random_state=0).fit_predict(Z)
 
 
-def suggest_vs_random(X, Z, truth, counts, repeats) -> list[dict]:
+def suggest_vs_random(Z, truth, groups, counts, repeats) -> list[dict]:
     """Default method with labels chosen by ``suggest`` rounds vs random, same total."""
     classes = np.unique(truth)
-    groups = unsupervised_groups(X, Z, len(classes))
     print(f"  groups: {len(np.unique(groups))}, "
           f"matched accuracy {cluster_accuracy(truth, groups):.3f}", flush=True)  # fmt: skip
     result = _sort_result(Z, groups)
@@ -169,14 +178,14 @@ def suggest_vs_random(X, Z, truth, counts, repeats) -> list[dict]:
         labelled = pd.concat([labelled, picked[["path", "label"]]], ignore_index=True)
         y = np.full(len(truth), None, dtype=object)
         y[labelled["path"].astype(int)] = labelled["label"].to_numpy()
-        chosen = score(truth, y, METHODS["spread (default)"](Z, y))
+        chosen = score(truth, y, METHODS["spread (default)"](Z, y, groups))
         randoms = []
         for r in range(repeats):
             y_r = np.full(len(truth), None, dtype=object)
             rows_r = np.random.default_rng(r).choice(len(truth), total, replace=False)
             y_r[rows_r] = truth[rows_r]
             try:
-                randoms.append(score(truth, y_r, METHODS["spread (default)"](Z, y_r)))
+                randoms.append(score(truth, y_r, METHODS["spread (default)"](Z, y_r, groups)))
             except ValueError:
                 continue
         rows.append(
@@ -211,11 +220,13 @@ def main() -> None:
         X, truth = load_features(name, args.data, args.features, args.cache_dir)
         print(f"{name}: {len(X)} images, {len(np.unique(truth))} classes", flush=True)
         Z = FeatureMap().fit_transform(X)
-        for row in learning_curves(Z, truth, args.methods.split(","), counts, args.repeats):
+        groups = unsupervised_groups(X, Z, len(np.unique(truth)))
+        methods = args.methods.split(",")
+        for row in learning_curves(Z, truth, groups, methods, counts, args.repeats):
             curves.append({"set": name, **row})
         pd.DataFrame(curves).to_csv(args.out / "curves.csv", index=False)
         if not args.no_suggest:
-            for row in suggest_vs_random(X, Z, truth, counts[:-1], args.repeats):
+            for row in suggest_vs_random(Z, truth, groups, counts[:-1], args.repeats):
                 suggested.append({"set": name, **row})
             pd.DataFrame(suggested).to_csv(args.out / "suggest.csv", index=False)
 

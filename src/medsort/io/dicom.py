@@ -96,7 +96,15 @@ def check_pixel_data(ds: Dataset) -> None:
         return
     if "Rows" in ds and "Columns" in ds and "BitsAllocated" in ds:
         raise ReadError("truncated DICOM: image attributes present but pixel data missing")
+    if not _identifies_itself(ds):
+        raise ReadError("not a readable DICOM file: no SOP class, modality or image attributes")
     raise ReadError(f"no pixel data ({object_kind(ds)})")
+
+
+def _identifies_itself(ds: Dataset) -> bool:
+    """Whether a dataset read with ``force`` looks like a real DICOM object at all."""
+    meta = getattr(ds, "file_meta", Dataset())
+    return any(k in ds for k in ("SOPClassUID", "Modality")) or "MediaStorageSOPClassUID" in meta
 
 
 def object_kind(ds: Dataset) -> str:
