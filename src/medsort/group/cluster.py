@@ -7,6 +7,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import normalize
+from threadpoolctl import threadpool_limits
 
 from medsort.group.reduce import SpectralEmbedding, row_chunks
 
@@ -163,13 +164,16 @@ class SpectralAutoK(ClusterMixin, BaseEstimator):
             return self._fit_single(Z)
         sample = sampled_rows(self.spectral_, len(E))
         best = None
-        for k in candidates:
-            V = spectral_coordinates(E if sample is None else E[sample], k)
-            model = kmeans_labels(V, k, self.random_state, self.n_init)
-            score = silhouette(V, model.labels_, self.silhouette_samples, self.random_state)
-            self.scores_[k] = score
-            if best is None or score > best[0]:
-                best = (score, k, V, model)
+        # large data: the candidates run on the fit sample only, where threads cost more
+        # than they save (one thread, as for small data)
+        with threadpool_limits(limits=None if sample is None else 1):
+            for k in candidates:
+                V = spectral_coordinates(E if sample is None else E[sample], k)
+                model = kmeans_labels(V, k, self.random_state, self.n_init)
+                score = silhouette(V, model.labels_, self.silhouette_samples, self.random_state)
+                self.scores_[k] = score
+                if best is None or score > best[0]:
+                    best = (score, k, V, model)
         _, self.n_clusters_, self.embedding_, self.kmeans_ = best
         if sample is None:
             self.labels_ = self.kmeans_.labels_.astype(np.int64)

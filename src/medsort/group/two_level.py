@@ -18,11 +18,11 @@ from medsort.group.reduce import (
 )
 
 SMALL_PROBLEM_ROWS = 20000
-MODALITY_MIN_FIT_ROWS = 4000
+MODALITY_MIN_FIT_ROWS = 20000
 """Smallest graph fit sample of one modality group on large data (see
 :meth:`TwoLevelGrouper._modality_fit_rows`)."""
-MODALITY_PCA_ROWS = 20000
-"""PCA fit sample of one modality group on large data (plenty for 50 components)."""
+MODALITY_PCA_ROWS = 50000
+"""PCA fit sample of one modality group on large data (20,000 rows cost ARI at 1M: 0.914)."""
 
 
 def _thread_limit(n_rows: int) -> threadpool_limits:
