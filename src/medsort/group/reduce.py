@@ -26,7 +26,7 @@ from sklearn.preprocessing import normalize
 
 CHUNK_ROWS = 65536
 """Rows transformed at a time, so temporaries stay a few hundred MiB at any N."""
-IVF_PROBES = 8
+IVF_PROBES = 4
 """Inverted lists searched per query by the FAISS index (of about sqrt(n_fit) lists)."""
 
 
