@@ -321,11 +321,16 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         return reducer.fit(X[rows[sample]])
 
     def _layout(self, coords: np.ndarray, modality: int) -> np.ndarray:
-        """2-D map of one modality group: PCA of its eigenmaps, standardised, shifted right."""
+        """2-D map of one modality group: PCA of its eigenmaps, standardised, shifted right.
+
+        Rows are normalised first, as for the clustering itself: raw eigenmap coordinates
+        put a few loosely connected images far out and squeeze the rest into a corner.
+        """
         if len(coords) < 3 or coords.shape[1] < 2:
             flat = np.zeros((len(coords), 2))
         else:
-            flat = PCA(2, random_state=self.random_state).fit_transform(coords)
+            unit = coords / np.maximum(np.linalg.norm(coords, axis=1, keepdims=True), 1e-12)
+            flat = PCA(2, random_state=self.random_state).fit_transform(unit)
             flat = flat / np.maximum(flat.std(axis=0), 1e-12)
         return flat + np.array([8.0 * modality, 0.0])
 

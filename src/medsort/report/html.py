@@ -177,9 +177,10 @@ def map_section(result: SortResult, out_dir: Path) -> str:
     xy = assignments[["map_x", "map_y"]].to_numpy(dtype=float)
     if len(xy) == 0 or not np.isfinite(xy).all():
         return ""
-    low, high = xy.min(axis=0), xy.max(axis=0)
+    # Percentiles, not min/max: a few far outliers would squeeze everything else.
+    low, high = np.percentile(xy, 1, axis=0), np.percentile(xy, 99, axis=0)
     span = np.where(high - low > 0, high - low, 1.0)
-    scaled = (xy - low) / span * 560 + 20
+    scaled = np.clip((xy - low) / span, -0.02, 1.02) * 540 + 30
     circles = "".join(
         f'<circle cx="{x:.1f}" cy="{600 - y:.1f}" r="3" fill="{color(int(g))}">'
         f"<title>{html.escape(p)} (group {int(g)})</title></circle>"
