@@ -222,3 +222,15 @@ def test_burned_in_annotation_is_recorded(tmp_path: Path) -> None:
     path = save_variant(tmp_path, "CT_small.dcm", "b.dcm", BurnedInAnnotation="YES")
     [image] = read_file(path)
     assert image.meta["burned_in_annotation"] == "YES"
+
+
+def test_thumbnails_of_several_frames_in_one_read() -> None:
+    from medsort.report.thumbnails import thumbnail_uri, thumbnail_uris
+
+    path = bundled("rtdose.dcm")  # multi-frame
+    options = ReadOptions(frames="all")
+    uris = thumbnail_uris(path, {"frame=2", "frame=5", "frame=99"}, options)
+    assert set(uris) == {"frame=2", "frame=5"}  # a missing item is left out, not faked
+    assert uris["frame=2"].startswith("data:image/jpeg;base64,")
+    assert uris["frame=2"] != uris["frame=5"]
+    assert thumbnail_uri(path, "frame=5", options) == uris["frame=5"]
