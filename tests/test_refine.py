@@ -169,3 +169,77 @@ def test_suggest_then_label_cli(lung, tmp_path):
     assert len(second) == 5
     assert not set(second["path"]) & set(first["path"])
     assert second["reason"].str.contains("uncertain|no label").all()
+
+
+class _ClassMeanText:
+    """A stand-in for a CLIP text tower that knows the classes: the text of a class is the
+    mean embedding of its images (plus noise), so its zero-shot prior is informative."""
+
+    def __init__(self, X: np.ndarray, truth: np.ndarray, noise: float = 0.0, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.name = "class-mean-text"
+        self.means = {}
+        for name in np.unique(truth):
+            mean = X[truth == name].mean(axis=0)
+            self.means[name.replace("_", " ")] = mean + noise * mean.std() * rng.normal(
+                size=mean.shape
+            )
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return np.stack([next(v for k, v in self.means.items() if k in t) for t in texts])
+
+
+def _centred(X: np.ndarray) -> np.ndarray:
+    return X - X.mean(axis=0)  # CLIP spaces are roughly centred; raw CNN features are not
+
+
+def test_text_prior_helps_with_one_label_per_class(lung):
+    from medsort.refine.text_prior import text_prior
+
+    X, truth, _ = lung
+    Xc = _centred(X)
+    encoder = _ClassMeanText(Xc, truth, noise=1.0)
+    gains, scales = [], []
+    for seed in range(3):
+        y = _few_labels(truth, 1, sorted(set(truth)), seed)
+        rest = y == None  # noqa: E711
+        plain = GraphLabelSpreading(open_set=False).fit(Xc, y)
+        prior = lambda classes: text_prior(Xc, encoder, list(classes))  # noqa: E731
+        informed = GraphLabelSpreading(open_set=False).fit(Xc, y, prior=prior)
+        scales.append(informed.prior_scale_)
+        gains.append(
+            balanced_accuracy_score(truth[rest], informed.transduction_[rest])
+            - balanced_accuracy_score(truth[rest], plain.transduction_[rest])
+        )
+    assert min(scales) > 0
+    assert np.mean(gains) > 0.03
+
+
+def test_misleading_prior_gets_no_weight(lung):
+    from medsort.refine.text_prior import text_prior
+
+    X, truth, _ = lung
+    Xc = _centred(X)
+    classes = sorted(set(truth))
+    y = _few_labels(truth, 5, classes)
+    rest = y == None  # noqa: E711
+    good = text_prior(Xc, _ClassMeanText(Xc, truth), classes)
+    wrong = np.roll(good, 1, axis=1)  # every class's prior points at another class
+    plain = GraphLabelSpreading(open_set=False).fit(Xc, y)
+    misled = GraphLabelSpreading(open_set=False).fit(Xc, y, prior=wrong)
+    assert misled.prior_scale_ <= 0.2
+    plain_score = balanced_accuracy_score(truth[rest], plain.transduction_[rest])
+    misled_score = balanced_accuracy_score(truth[rest], misled.transduction_[rest])
+    assert misled_score >= plain_score - 0.03
+
+
+def test_label_cli_text_prior_needs_a_text_encoder(lung, tmp_path):
+    X, truth, paths = lung
+    out = _out_dir(tmp_path, X, paths)
+    labels_csv = tmp_path / "few.csv"
+    pd.DataFrame(
+        {"path": paths[:: len(paths) // 3][:3], "label": truth[:: len(paths) // 3][:3]}
+    ).to_csv(labels_csv, index=False)
+    with pytest.raises(ValueError, match="no text model"):
+        _main(["label", str(out), "--labels", str(labels_csv), "--text-prior", "on"])
+    assert _main(["label", str(out), "--labels", str(labels_csv), "--text-prior", "auto"]) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medsort.refine.label import DEFAULT_METHOD, METHODS, PREDICTIONS
+from medsort.refine.label import DEFAULT_METHOD, METHODS, PREDICTIONS, TEXT_PRIOR_MODES
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -34,6 +34,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="always pick a labelled class (no 'other' for images no label reaches)",
     )
+    label.add_argument(
+        "--text-prior",
+        choices=TEXT_PRIOR_MODES,
+        default="auto",
+        help="blend in the encoder's zero-shot class probabilities (text-capable encoders "
+        "such as BiomedCLIP); auto: when there are at most 5 labels per class",
+    )
     label.set_defaults(run=run_label)
 
 
@@ -56,7 +63,7 @@ def run_label(args: argparse.Namespace) -> int:
     from medsort.refine.label import label_folder
     from medsort.report import write_report
 
-    table = label_folder(args.out, args.labels, args.method, open_set=not args.closed_set)
+    table = label_folder(args.out, args.labels, args.method, not args.closed_set, args.text_prior)
     write_report(args.out)
     counts = table["label"].value_counts()
     print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.base import BaseEstimator
 
 from medsort.refine.classifier import OTHER, SparSamClassifier, unlabelled_mask
 from medsort.refine.propagate import GraphLabelSpreading
+from medsort.refine.text_prior import few_labels, text_prior
 from medsort.results import SortResult
 
 PREDICTIONS = "predictions.csv"
@@ -22,6 +24,7 @@ PREDICTION_COLUMNS = [
 ]  # fmt: skip
 METHODS = ("spread", "svm", "logreg", "knn")
 DEFAULT_METHOD = "spread"
+TEXT_PRIOR_MODES = ("auto", "on", "off")
 
 
 def make_model(method: str = DEFAULT_METHOD, open_set: bool = True) -> BaseEstimator:
@@ -83,16 +86,51 @@ def format_top3(proba: np.ndarray, names: np.ndarray) -> list[str]:
 
 
 def fit_predict(
-    result: SortResult, y: np.ndarray, method: str = DEFAULT_METHOD, open_set: bool = True
+    result: SortResult,
+    y: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    open_set: bool = True,
+    text_prior: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of every row and the column names (``OTHER`` last for spreading)."""
+    """Probabilities of every row and the column names (``OTHER`` last for spreading).
+
+    ``text_prior`` (spreading only): ``"on"`` blends in the encoder's zero-shot text
+    prior, ``"auto"`` does so when the encoder has text and there are at most
+    :data:`~medsort.refine.text_prior.MAX_LABELS_PER_CLASS` labels per class, ``"off"``
+    never does.
+    """
     model = make_model(method, open_set)
     groups = result.assignments["group"].to_numpy()
     if isinstance(model, GraphLabelSpreading):
-        model.fit(result.embeddings, y, groups=groups)
+        prior = _text_prior_for(result, y, text_prior)
+        model.fit(result.embeddings, y, groups=groups, prior=prior)
         return model.label_distributions_, np.append(model.classes_, OTHER)
+    if text_prior == "on":
+        raise ValueError("--text-prior on needs --method spread.")
     model.fit(result.embeddings, y)
     return model.predict_proba(result.embeddings), model.classes_
+
+
+def _text_prior_for(
+    result: SortResult, y: np.ndarray, mode: str
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The zero-shot prior as a function of the classes, or None where it is not used."""
+    if mode not in TEXT_PRIOR_MODES:
+        raise ValueError(f"Unknown text prior {mode!r}: use one of {', '.join(TEXT_PRIOR_MODES)}.")
+    if mode == "off" or (mode == "auto" and not few_labels(y[~unlabelled_mask(y)])):
+        return None
+    from medsort.embed.registry import create_encoder
+    from medsort.name.text import has_text
+
+    encoder = create_encoder(result.run["encoder"])
+    if not has_text(encoder):
+        if mode == "on":
+            raise ValueError(
+                f"Encoder {result.run['encoder']} has no text model; sort with "
+                "--encoder biomedclip:DIR to use --text-prior."
+            )
+        return None
+    return lambda classes: text_prior(result.embeddings, encoder, list(classes))
 
 
 def predictions_table(
@@ -118,20 +156,25 @@ def predictions_table(
 
 
 def label_folder(
-    out_dir: Path, labels_csv: Path, method: str = DEFAULT_METHOD, open_set: bool = True
+    out_dir: Path,
+    labels_csv: Path,
+    method: str = DEFAULT_METHOD,
+    open_set: bool = True,
+    text_prior: str = "auto",
 ) -> pd.DataFrame:
     """Train on ``labels_csv``, write ``predictions.csv`` and remember the labels used."""
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
     labels = read_labels(Path(labels_csv))
     y = match_labels(result.assignments, labels)
-    proba, names = fit_predict(result, y, method, open_set)
+    proba, names = fit_predict(result, y, method, open_set, text_prior)
     table = predictions_table(result.assignments, proba, names)
     table.to_csv(out_dir / PREDICTIONS, index=False)
     labels.to_csv(out_dir / LABELS_USED, index=False)
     run = {
         "method": method,
         "open_set": open_set,
+        "text_prior": text_prior,
         "labels": str(Path(labels_csv).resolve()),
         "n_labelled": int((~unlabelled_mask(y)).sum()),
     }

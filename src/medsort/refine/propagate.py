@@ -15,6 +15,8 @@ match the classes (or too few labels to tell) leave the prediction as it was.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -133,6 +135,25 @@ def _vote_reliability(
     return votes, agreement * members / (members + prior)
 
 
+PRIOR_FALLBACK = 0.5
+"""Weight of a prior that cannot be checked on held-out labels but beats chance."""
+
+
+def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
+    weight = 1.0 / np.bincount(truth)[truth]
+    return float(np.sum(weight * (predicted == truth)) / np.sum(weight))
+
+
+def _best_blend(P: np.ndarray, Q: np.ndarray, truth: np.ndarray) -> float:
+    """The smallest ``w`` on a 0..1 grid whose ``(1-w) P + w Q`` is most often right."""
+    best, best_w = -np.inf, 0.0
+    for w in np.linspace(0.0, 1.0, 11):
+        accuracy = _balanced_accuracy(((1.0 - w) * P + w * Q).argmax(axis=1), truth)
+        if accuracy > best + 1e-9:
+            best, best_w = accuracy, float(w)
+    return best_w
+
+
 class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
     """Label spreading over a kNN graph of all images, with an open-set "other".
 
@@ -179,6 +200,8 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         Spread (unnormalised) class mass of every fitted row.
     probe_ : LogisticRegression or None
         The linear probe on the labelled rows.
+    prior_scale_ : float
+        Weight of the ``prior`` given to :meth:`fit` (0 without one).
     group_scale_ : float
         Weight of the group votes chosen on held-out labelled rows (0: not used).
     group_weights_ : ndarray of shape (n,) or None
@@ -225,13 +248,20 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def fit(
-        self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        prior: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> GraphLabelSpreading:
         """Fit on every row of ``X``; unlabelled rows of ``y`` are None, NaN, "" or -1.
 
         With ``groups`` (e.g. the unsupervised groups) and ``group_vote``, each group's
         reliable label vote is blended in; with ``groups`` and ``open_set``, every image of
-        a group without a labelled member is ``OTHER``.
+        a group without a labelled member is ``OTHER``. ``prior`` gives class probabilities
+        of every row that do not come from the labels (e.g. a zero-shot text prior), columns
+        in the order of ``classes_``, or a function of ``classes_`` that returns them; its
+        weight is learned on held-out labels (see :meth:`_add_prior`).
         """
         y = np.asarray(y, dtype=object)
         known = ~unlabelled_mask(y)
@@ -245,8 +275,10 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         S = normalized_affinity(knn_affinity(self.embedding_, self.n_neighbors, self.gamma))
         self.mass_ = spread(S, seed_matrix(codes, len(self.classes_)), self.alpha)
         use_groups = self.group_vote and groups is not None
-        held_mass, held_proba = (
-            self._cross_validate(S, codes) if self.open_set or use_groups else ([], None)
+        held_mass, held_proba, seeded = (
+            self._cross_validate(S, codes)
+            if self.open_set or use_groups or prior is not None
+            else ([], None, None)
         )
         self.threshold_ = (
             float(self.margin * np.quantile(np.concatenate(held_mass), self.quantile))
@@ -255,6 +287,10 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         )
         self.probe_ = self._fit_probe(self.embedding_[known], y[known].astype(str))
         self.label_distributions_ = self._distributions(self.mass_, self.embedding_)
+        self.prior_scale_ = 0.0
+        if prior is not None:
+            prior = prior(self.classes_) if callable(prior) else prior
+            held_proba = self._add_prior(np.asarray(prior, dtype=float), codes, held_proba, seeded)
         self.group_scale_, self.group_weights_ = 0.0, None
         if use_groups:
             self._add_group_votes(np.asarray(groups), codes, held_proba)
@@ -276,11 +312,12 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
 
     def _cross_validate(
         self, S: sp.csr_matrix, codes: np.ndarray
-    ) -> tuple[list[np.ndarray], np.ndarray]:
+    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
         """Spread (and probe) with folds of labelled rows held out of the seeds.
 
         Returns the relative masses of held-out rows whose class is still seeded (for the
-        open-set threshold) and the held-out class probabilities of every labelled row.
+        open-set threshold), the held-out class probabilities of every labelled row and
+        whether its class was still seeded without it.
         """
         rng = np.random.default_rng(self.random_state)
         labelled = np.flatnonzero(codes >= 0)
@@ -288,11 +325,13 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         folds = rng.permutation(len(labelled)) % max(2, min(self.n_folds, len(labelled)))
         held_mass: list[np.ndarray] = []
         held_proba = np.full((len(labelled), n_classes), 1.0 / n_classes)
+        seeded = np.zeros(len(labelled), dtype=bool)
         for fold in np.unique(folds):
             held = labelled[folds == fold]
             seeds = codes.copy()
             seeds[held] = -1
             present = np.isin(codes[held], seeds[seeds >= 0])
+            seeded[folds == fold] = present
             if not present.any():
                 continue
             F = spread(S, seed_matrix(seeds, n_classes), self.alpha)
@@ -300,7 +339,39 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
             own = F[held, codes[held]] >= F[held].max(axis=1) - 1e-15
             held_mass.append(np.where(own, relative[held], 0.0)[present])
             held_proba[folds == fold] = self._held_out_proba(F[held], seeds, held)
-        return held_mass, held_proba
+        return held_mass, held_proba, seeded
+
+    def _add_prior(
+        self, prior: np.ndarray, codes: np.ndarray, held_proba: np.ndarray, seeded: np.ndarray
+    ) -> np.ndarray:
+        """Blend ``prior`` into the probabilities; return the held-out ones blended alike.
+
+        The weight is the one on a grid of 0..1 that gives the best class-balanced accuracy
+        on labelled rows predicted without their own label, among rows whose class kept
+        another label. With one label per class no such row exists; the prior then gets
+        :data:`PRIOR_FALLBACK` weight if it names the labelled images' classes clearly
+        better than chance (the prior never saw the labels, so this is a fair test), else
+        none.
+        """
+        if prior.shape != (len(codes), len(self.classes_)):
+            raise ValueError(
+                f"prior has shape {prior.shape}; expected ({len(codes)}, {len(self.classes_)})."
+            )
+        labelled = np.flatnonzero(codes >= 0)
+        own = codes[labelled]
+        if seeded.any():
+            own_prior = prior[labelled][seeded]
+            self.prior_scale_ = _best_blend(held_proba[seeded], own_prior, own[seeded])
+        else:
+            chance = 1.0 / len(self.classes_)
+            accuracy = _balanced_accuracy(prior[labelled].argmax(axis=1), own)
+            self.prior_scale_ = PRIOR_FALLBACK if accuracy >= 1.5 * chance else 0.0
+        w = self.prior_scale_
+        D = self.label_distributions_
+        keep = 1.0 - D[:, -1:]
+        P = D[:, :-1] / np.maximum(keep, 1e-12)
+        D[:, :-1] = ((1.0 - w) * P + w * prior) * keep
+        return (1.0 - w) * held_proba + w * prior[labelled]
 
     def _held_out_proba(self, F: np.ndarray, seeds: np.ndarray, held: np.ndarray) -> np.ndarray:
         """Row-normalised spread mass of held-out rows, averaged with a fold probe."""

@@ -1,0 +1,86 @@
+"""Zero-shot text prior for few labels (a text-capable encoder such as BiomedCLIP).
+
+With one to five labels per class a classifier has little to go on, but a CLIP-style
+encoder already knows what "adenocarcinoma" looks like from its captions. The prior is the
+zero-shot probability of each labelled class for every image, from the class names (and,
+where the naming vocabulary has them, their descriptions, as in TransMed). How much of
+it is blended into the few-label prediction is learned on held-out labels
+(:meth:`~medsort.refine.propagate.GraphLabelSpreading.fit`), so a prior that does not
+help gets no weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from medsort.embed.registry import Encoder
+from medsort.name.text import has_text, label_embeddings, logit_scale_of, text_probabilities
+from medsort.name.vocabulary import Label, Vocabulary, load_vocabulary
+
+MAX_LABELS_PER_CLASS = 5
+"""``auto`` uses the prior while the median class has at most this many labels."""
+
+
+def class_labels(classes: Sequence[str], vocabulary: Vocabulary) -> list[Label]:
+    """A :class:`Label` per class name, with the vocabulary's descriptions where it has one.
+
+    Names are matched ignoring case, ``_`` and ``-`` (``squamous_cell_carcinoma`` finds
+    "squamous cell carcinoma").
+    """
+    known: dict[str, Label] = {}
+    for modality in vocabulary.modalities:
+        for label in modality.conditions:
+            known.setdefault(_key(label.name), label)
+    return [
+        Label(name.replace("_", " "), known[_key(name)].descriptions)
+        if _key(name) in known
+        else Label(name.replace("_", " "))
+        for name in classes
+    ]
+
+
+def _key(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def text_prior(
+    embeddings: np.ndarray,
+    encoder: Encoder,
+    classes: Sequence[str],
+    vocabulary: Vocabulary | None = None,
+) -> np.ndarray:
+    """Zero-shot probabilities of ``classes`` for every row of ``embeddings``.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n, dim)
+        Image embeddings made by ``encoder``.
+    encoder : Encoder
+        Must have ``embed_text`` (see :func:`medsort.name.text.has_text`).
+    classes : sequence of str
+        The labelled class names, in the classifier's column order.
+    vocabulary : Vocabulary, optional
+        Source of templates and descriptions; the built-in one by default.
+
+    Returns
+    -------
+    ndarray of shape (n, len(classes))
+        Rows sum to one.
+    """
+    if not has_text(encoder):
+        raise ValueError(f"Encoder {encoder.name} has no text model for a text prior.")
+    vocabulary = vocabulary or load_vocabulary()
+    vectors = label_embeddings(
+        encoder,  # type: ignore[arg-type]
+        class_labels(classes, vocabulary),
+        vocabulary.templates,
+    )
+    return text_probabilities(embeddings, vectors, logit_scale_of(encoder))
+
+
+def few_labels(y_known: np.ndarray) -> bool:
+    """Whether the median labelled class has at most :data:`MAX_LABELS_PER_CLASS` labels."""
+    _, counts = np.unique(np.asarray(y_known, dtype=str), return_counts=True)
+    return bool(len(counts)) and float(np.median(counts)) <= MAX_LABELS_PER_CLASS
