@@ -86,7 +86,13 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] =
 }
 
 
-def load_features(name: str, data: Path, features: list[Path], cache_dir: Path | None):
+def load_features(
+    name: str,
+    data: Path,
+    features: list[Path],
+    cache_dir: Path | None,
+    encoder: str = "efficientnet_lite0",
+):
     """Embeddings and true labels of one set, from a ``features`` folder or embedded (cached)."""
     for folder in features:
         if (folder / f"{name}.npy").is_file():
@@ -100,7 +106,7 @@ def load_features(name: str, data: Path, features: list[Path], cache_dir: Path |
     cache = EmbeddingCache(cache_dir or default_cache_dir())
     try:
         files = [data / name / p for p in truth["path"]]
-        embedded = embed_files(files, create_encoder("efficientnet_lite0"), cache)
+        embedded = embed_files(files, create_encoder(encoder), cache)
     finally:
         cache.close()
     kept = {str(p) for p in embedded.files}
@@ -206,6 +212,7 @@ def main() -> None:
         "--features", type=Path, nargs="*", default=[], help="folders of <set>.npy + <set>.csv"
     )
     parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--encoder", default="efficientnet_lite0")
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--counts", default=",".join(map(str, COUNTS)))
@@ -217,7 +224,7 @@ def main() -> None:
     curves, suggested = [], []
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
-        X, truth = load_features(name, args.data, args.features, args.cache_dir)
+        X, truth = load_features(name, args.data, args.features, args.cache_dir, args.encoder)
         print(f"{name}: {len(X)} images, {len(np.unique(truth))} classes", flush=True)
         Z = FeatureMap().fit_transform(X)
         groups = unsupervised_groups(X, Z, len(np.unique(truth)))

