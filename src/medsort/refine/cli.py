@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from medsort.refine.label import DEFAULT_METHOD, METHODS, PREDICTIONS, TEXT_PRIOR_MODES
+from medsort.refine.label import (
+    DEFAULT_METHOD,
+    METHODS,
+    PREDICTIONS,
+    REFINE_RUN,
+    TEXT_PRIOR_MODES,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -70,6 +77,9 @@ def run_label(args: argparse.Namespace) -> int:
         f"Predicted {len(table)} image(s): "
         + ", ".join(f"{name} {count}" for name, count in counts.items())
     )
+    run = json.loads((args.out / REFINE_RUN).read_text())
+    if run.get("text_prior_weight"):
+        print(f"Zero-shot text prior blended in with weight {run['text_prior_weight']:.1f}.")
     print(
         f"{int(table['disagrees_with_group'].sum())} disagree with their group. "
         f"See {args.out / PREDICTIONS} and the report."

@@ -91,8 +91,9 @@ def fit_predict(
     method: str = DEFAULT_METHOD,
     open_set: bool = True,
     text_prior: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of every row and the column names (``OTHER`` last for spreading).
+) -> tuple[np.ndarray, np.ndarray, BaseEstimator]:
+    """Probabilities of every row, the column names (``OTHER`` last for spreading) and the
+    fitted model.
 
     ``text_prior`` (spreading only): ``"on"`` blends in the encoder's zero-shot text
     prior, ``"auto"`` does so when the encoder has text and there are at most
@@ -104,11 +105,11 @@ def fit_predict(
     if isinstance(model, GraphLabelSpreading):
         prior = _text_prior_for(result, y, text_prior)
         model.fit(result.embeddings, y, groups=groups, prior=prior)
-        return model.label_distributions_, np.append(model.classes_, OTHER)
+        return model.label_distributions_, np.append(model.classes_, OTHER), model
     if text_prior == "on":
         raise ValueError("--text-prior on needs --method spread.")
     model.fit(result.embeddings, y)
-    return model.predict_proba(result.embeddings), model.classes_
+    return model.predict_proba(result.embeddings), model.classes_, model
 
 
 def _text_prior_for(
@@ -168,7 +169,7 @@ def label_folder(
     result = SortResult.load(out_dir)
     labels = read_labels(Path(labels_csv))
     y = match_labels(result.assignments, labels)
-    proba, names = fit_predict(result, y, method, open_set, text_prior)
+    proba, names, model = fit_predict(result, y, method, open_set, text_prior)
     table = predictions_table(result.assignments, proba, names)
     table.to_csv(out_dir / PREDICTIONS, index=False)
     labels.to_csv(out_dir / LABELS_USED, index=False)
@@ -176,6 +177,8 @@ def label_folder(
         "method": method,
         "open_set": open_set,
         "text_prior": text_prior,
+        "text_prior_weight": getattr(model, "prior_scale_", 0.0),
+        "group_vote_weight": getattr(model, "group_scale_", 0.0),
         "labels": str(Path(labels_csv).resolve()),
         "n_labelled": int((~unlabelled_mask(y)).sum()),
     }

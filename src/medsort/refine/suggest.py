@@ -96,7 +96,7 @@ def suggest(result: SortResult, n: int, labels: pd.DataFrame | None = None) -> p
     if labels is None or labels.empty:
         return _first_batch(assignments, Z, n)
     y = match_labels(assignments, labels)
-    proba, names = fit_predict(result, y)
+    proba, names, _ = fit_predict(result, y)
     score, reasons = uncertainty(proba, names)
     labelled = np.flatnonzero(~unlabelled_mask(y))
     open_rows = np.flatnonzero(unlabelled_mask(y))

@@ -27,18 +27,20 @@ def class_labels(classes: Sequence[str], vocabulary: Vocabulary) -> list[Label]:
     """A :class:`Label` per class name, with the vocabulary's descriptions where it has one.
 
     Names are matched ignoring case, ``_`` and ``-`` (``squamous_cell_carcinoma`` finds
-    "squamous cell carcinoma").
+    "squamous cell carcinoma"), first exactly, then as the words of exactly one condition
+    ("squamous cell carcinoma" finds "lung squamous cell carcinoma"; "adenocarcinoma",
+    in both lung and colon, finds nothing and keeps its bare name).
     """
-    known: dict[str, Label] = {}
-    for modality in vocabulary.modalities:
-        for label in modality.conditions:
-            known.setdefault(_key(label.name), label)
-    return [
-        Label(name.replace("_", " "), known[_key(name)].descriptions)
-        if _key(name) in known
-        else Label(name.replace("_", " "))
-        for name in classes
-    ]
+    conditions = [label for modality in vocabulary.modalities for label in modality.conditions]
+    return [_with_descriptions(name, conditions) for name in classes]
+
+
+def _with_descriptions(name: str, conditions: list[Label]) -> Label:
+    key = _key(name)
+    exact = [c for c in conditions if _key(c.name) == key]
+    within = {c.name: c for c in conditions if f" {key} " in f" {_key(c.name)} "}
+    found = exact[0] if exact else next(iter(within.values())) if len(within) == 1 else None
+    return Label(name.replace("_", " "), found.descriptions if found else ())
 
 
 def _key(name: str) -> str:
