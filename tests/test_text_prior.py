@@ -19,17 +19,21 @@ from medsort.results import ASSIGNMENT_COLUMNS, SortResult
 TINY_BIOMEDCLIP = Path(__file__).parent / "fixtures" / "biomedclip_tiny"
 
 
-def test_class_names_find_their_descriptions() -> None:
+def test_class_names_find_their_vocabulary_labels() -> None:
     labels = class_labels(
-        ["squamous_cell_carcinoma", "Pneumonia", "adenocarcinoma", "my-own-class"],
+        ["squamous_cell_carcinoma", "Pneumonia", "MEL", "adenocarcinoma", "my_own-class"],
         load_vocabulary(),
     )
     names = [label.name for label in labels]
-    assert names == ["squamous cell carcinoma", "Pneumonia", "adenocarcinoma", "my-own-class"]
-    assert "squamous" in labels[0].descriptions[0]  # inside "lung squamous cell carcinoma"
-    assert "consolidation" in labels[1].descriptions[0]  # exact, ignoring case
-    assert labels[2].descriptions == ()  # lung and colon: ambiguous, bare name
-    assert labels[3].descriptions == ()
+    assert names == [
+        "lung squamous cell carcinoma",  # the words of exactly one condition
+        "pneumonia",  # exact, ignoring case
+        "melanoma",  # an alias
+        "adenocarcinoma",  # lung and colon: ambiguous, kept as given
+        "my own-class",
+    ]
+    assert all(label.descriptions for label in labels[:3])
+    assert labels[3].descriptions == () and labels[4].descriptions == ()
 
 
 def test_few_labels_counts_the_median_class() -> None:

@@ -10,7 +10,8 @@ A vocabulary file is JSON::
          "descriptions": ["a frontal chest radiograph"],     # optional
          "conditions": ["normal",
                         {"name": "pneumonia",
-                         "descriptions": ["patchy consolidation in the lungs"]}]}
+                         "descriptions": ["patchy consolidation in the lungs"],
+                         "aliases": ["pna"]}]}   # optional; other names users give it
       ]
     }
 
@@ -38,6 +39,8 @@ class Label:
 
     name: str
     descriptions: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    """Other names users give the label (abbreviations such as "mel"), for matching only."""
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,8 @@ def _merge_modality(old: Modality, new: Modality) -> Modality:
 
 def _merge_label(old: Label, new: Label) -> Label:
     extra = tuple(d for d in new.descriptions if d not in old.descriptions)
-    return Label(old.name, old.descriptions + extra)
+    aliases = tuple(a for a in new.aliases if a not in old.aliases)
+    return Label(old.name, old.descriptions + extra, old.aliases + aliases)
 
 
 def _parse_modality(entry: Any, source: str) -> Modality:
@@ -170,10 +174,14 @@ def _parse_label(entry: Any, source: str) -> Label:
         raise ValueError(f"Vocabulary {source}: every label needs a non-empty 'name'")
     if any(mark in name for mark in _FORBIDDEN):
         raise ValueError(f"Vocabulary {source}: name {name!r} must not contain ':' or ';'")
-    descriptions = entry.get("descriptions", [])
-    if isinstance(descriptions, str):
-        descriptions = [descriptions]
-    return Label(name=name.strip(), descriptions=tuple(str(d) for d in descriptions))
+    descriptions = _strings(entry.get("descriptions", []))
+    aliases = _strings(entry.get("aliases", []))
+    return Label(name=name.strip(), descriptions=descriptions, aliases=aliases)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A JSON string or list of strings as a tuple."""
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def _builtin_data() -> dict[str, Any]:

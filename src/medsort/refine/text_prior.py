@@ -24,23 +24,26 @@ MAX_LABELS_PER_CLASS = 5
 
 
 def class_labels(classes: Sequence[str], vocabulary: Vocabulary) -> list[Label]:
-    """A :class:`Label` per class name, with the vocabulary's descriptions where it has one.
+    """The vocabulary's :class:`Label` for each class name, or a bare label of the name.
 
-    Names are matched ignoring case, ``_`` and ``-`` (``squamous_cell_carcinoma`` finds
-    "squamous cell carcinoma"), first exactly, then as the words of exactly one condition
-    ("squamous cell carcinoma" finds "lung squamous cell carcinoma"; "adenocarcinoma",
-    in both lung and colon, finds nothing and keeps its bare name).
+    Names are matched ignoring case, ``_`` and ``-``: first to a condition's name or one
+    of its aliases (``mel`` finds "melanoma", ``Pneumonia`` finds "pneumonia"), then as
+    the words of exactly one condition's name ("squamous cell carcinoma" finds "lung
+    squamous cell carcinoma"; "adenocarcinoma", in lung and colon, finds nothing).
+    A found class is prompted with the condition's name and descriptions (TransMed-style
+    richer label text), a class not found with its own name.
     """
     conditions = [label for modality in vocabulary.modalities for label in modality.conditions]
-    return [_with_descriptions(name, conditions) for name in classes]
+    return [_find(name, conditions) or Label(name.replace("_", " ")) for name in classes]
 
 
-def _with_descriptions(name: str, conditions: list[Label]) -> Label:
+def _find(name: str, conditions: list[Label]) -> Label | None:
     key = _key(name)
-    exact = [c for c in conditions if _key(c.name) == key]
+    for condition in conditions:
+        if key in {_key(n) for n in (condition.name, *condition.aliases)}:
+            return condition
     within = {c.name: c for c in conditions if f" {key} " in f" {_key(c.name)} "}
-    found = exact[0] if exact else next(iter(within.values())) if len(within) == 1 else None
-    return Label(name.replace("_", " "), found.descriptions if found else ())
+    return next(iter(within.values())) if len(within) == 1 else None
 
 
 def _key(name: str) -> str:
