@@ -12,8 +12,8 @@ import pytest
 
 from medsort.name.text import label_embeddings
 from medsort.name.vocabulary import load_vocabulary
-from medsort.refine.label import label_folder
-from medsort.refine.text_prior import class_labels, few_labels, text_prior
+from medsort.refine.label import few_labels, label_folder
+from medsort.refine.text_prior import class_labels, text_prior
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult
 
 TINY_BIOMEDCLIP = Path(__file__).parent / "fixtures" / "biomedclip_tiny"

@@ -85,7 +85,7 @@ class FaissNeighbours:
         return neighbours
 
 
-def _faiss_available() -> bool:
+def faiss_available() -> bool:
     try:
         import faiss  # noqa: F401
     except ImportError:
@@ -327,7 +327,7 @@ class SpectralEmbedding(TransformerMixin, BaseEstimator):
         self.fit_index_ = idx
         self.n_fit_rows_ = len(Z)
         self.query_index_ = self.index_
-        if len(idx) < len(Z) and _faiss_available():
+        if len(idx) < len(Z) and faiss_available():
             self.query_index_ = FaissNeighbours(Z[idx], self.index_.n_neighbors, self.random_state)
         return self
 

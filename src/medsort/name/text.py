@@ -8,11 +8,14 @@ means are averaged (TransMed-style richer label text) and normalised again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsort.embed.registry import Encoder, TextEncoder
 from medsort.name.vocabulary import Label
+
+if TYPE_CHECKING:  # torch comes with the registry; text scoring itself needs only numpy
+    from medsort.embed.registry import Encoder, TextEncoder
 
 DEFAULT_LOGIT_SCALE = 100.0
 

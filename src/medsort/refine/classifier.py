@@ -15,6 +15,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import Normalizer, PowerTransformer, StandardScaler, normalize
 from sklearn.svm import SVC
 
+from medsort.group.reduce import fit_sample_index, row_chunks
+
 OTHER = "other"
 """Label given to images that fit none of the labelled classes."""
 
@@ -53,7 +55,10 @@ class FeatureMap(TransformerMixin, BaseEstimator):
         :class:`~sklearn.preprocessing.PowerTransformer` as in SparSam (slow for wide
         embeddings: about a minute for 1200 x 1280 on 2 cores); ``None``: standardise only.
     random_state : int
-        Seed for the randomized PCA.
+        Seed for the randomized PCA and the fit sample.
+    max_fit_samples : int
+        The map is fitted on at most this many rows (a random sample), so memory stays
+        bounded for a million images.
 
     Attributes
     ----------
@@ -62,13 +67,19 @@ class FeatureMap(TransformerMixin, BaseEstimator):
     """
 
     def __init__(
-        self, n_components: int = 128, power: str | None = "sqrt", random_state: int = 0
+        self,
+        n_components: int = 128,
+        power: str | None = "sqrt",
+        random_state: int = 0,
+        max_fit_samples: int = 50000,
     ) -> None:
         self.n_components = n_components
         self.power = power
         self.random_state = random_state
+        self.max_fit_samples = max_fit_samples
 
     def fit(self, X: np.ndarray, y: object = None) -> FeatureMap:
+        X = X[fit_sample_index(len(X), self.max_fit_samples, self.random_state)]
         if self.power == "yeo-johnson":
             self.scaler_ = PowerTransformer().fit(np.asarray(X, dtype=np.float64))
         elif self.power in ("sqrt", None):
@@ -85,9 +96,11 @@ class FeatureMap(TransformerMixin, BaseEstimator):
         return np.sign(X) * np.sqrt(np.abs(X)) if self.power == "sqrt" else X
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        Z = np.nan_to_num(self.scaler_.transform(self._pre(X)))
-        Z = np.nan_to_num(self.pca_.transform(Z))
-        return normalize(Z).astype(np.float32)
+        out = np.empty((len(X), self.pca_.n_components_), dtype=np.float32)
+        for part in row_chunks(len(X)):
+            Z = np.nan_to_num(self.scaler_.transform(self._pre(X[part])))
+            out[part] = normalize(np.nan_to_num(self.pca_.transform(Z)))
+        return out
 
 
 def fit_features(

@@ -13,7 +13,6 @@ from sklearn.base import BaseEstimator
 
 from medsort.refine.classifier import OTHER, SparSamClassifier, unlabelled_mask
 from medsort.refine.propagate import GraphLabelSpreading
-from medsort.refine.text_prior import few_labels, text_prior
 from medsort.results import SortResult
 
 PREDICTIONS = "predictions.csv"
@@ -25,6 +24,8 @@ PREDICTION_COLUMNS = [
 METHODS = ("spread", "svm", "logreg", "knn")
 DEFAULT_METHOD = "spread"
 TEXT_PRIOR_MODES = ("auto", "on", "off")
+MAX_LABELS_PER_CLASS = 5
+"""``--text-prior auto`` uses the prior while the median class has at most this many labels."""
 
 
 def make_model(method: str = DEFAULT_METHOD, open_set: bool = True) -> BaseEstimator:
@@ -97,7 +98,7 @@ def fit_predict(
 
     ``text_prior`` (spreading only): ``"on"`` blends in the encoder's zero-shot text
     prior, ``"auto"`` does so when the encoder has text and there are at most
-    :data:`~medsort.refine.text_prior.MAX_LABELS_PER_CLASS` labels per class, ``"off"``
+    :data:`MAX_LABELS_PER_CLASS` labels per class, ``"off"``
     never does.
     """
     model = make_model(method, open_set)
@@ -120,8 +121,10 @@ def _text_prior_for(
         raise ValueError(f"Unknown text prior {mode!r}: use one of {', '.join(TEXT_PRIOR_MODES)}.")
     if mode == "off" or (mode == "auto" and not few_labels(y[~unlabelled_mask(y)])):
         return None
+    # Imported here: the text prior needs torch (seconds to import), plain labelling not.
     from medsort.embed.registry import create_encoder
     from medsort.name.text import has_text
+    from medsort.refine.text_prior import text_prior
 
     spec = result.run.get("encoder")
     encoder = create_encoder(spec) if spec else None
@@ -133,6 +136,12 @@ def _text_prior_for(
             )
         return None
     return lambda classes: text_prior(result.embeddings, encoder, list(classes))
+
+
+def few_labels(y_known: np.ndarray) -> bool:
+    """Whether the median labelled class has at most :data:`MAX_LABELS_PER_CLASS` labels."""
+    _, counts = np.unique(np.asarray(y_known, dtype=str), return_counts=True)
+    return bool(len(counts)) and float(np.median(counts)) <= MAX_LABELS_PER_CLASS
 
 
 def predictions_table(

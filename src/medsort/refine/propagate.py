@@ -24,7 +24,11 @@ from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
+from medsort.group.reduce import FaissNeighbours, faiss_available, row_chunks
 from medsort.refine.classifier import OTHER, SparSamClassifier, fit_features, unlabelled_mask
+
+EXACT_KNN_ROWS = 20000
+"""Above this many rows the kNN graph is found with FAISS (approximate, as the grouping)."""
 
 
 def knn_affinity(Z: np.ndarray, n_neighbors: int, gamma: float) -> sp.csr_matrix:
@@ -34,11 +38,39 @@ def knn_affinity(Z: np.ndarray, n_neighbors: int, gamma: float) -> sp.csr_matrix
     """
     n = len(Z)
     k = min(n_neighbors, n - 1)
-    distances, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
-    similarity = np.clip(1.0 - distances[:, 1:] ** 2 / 2.0, 0.0, None) ** gamma
+    neighbours = nearest_neighbours(Z, k + 1)[:, 1:]
+    similarity = np.empty(neighbours.shape, dtype=np.float32)
+    for part in row_chunks(n):
+        similarity[part] = np.einsum("nd,nkd->nk", Z[part], Z[neighbours[part]])
+    similarity = np.clip(similarity, 0.0, None) ** gamma
+    similarity[neighbours == np.arange(n)[:, None]] = 0.0  # no self-loops
     rows = np.repeat(np.arange(n), k)
-    A = sp.csr_matrix((similarity.ravel(), (rows, neighbours[:, 1:].ravel())), shape=(n, n))
+    A = sp.csr_matrix((similarity.ravel(), (rows, neighbours.ravel())), shape=(n, n))
+    A.eliminate_zeros()
     return (A + A.T).tocsr()
+
+
+def nearest_neighbours(Z: np.ndarray, k: int, random_state: int = 0) -> np.ndarray:
+    """The ``k`` nearest rows of every row (itself first): exact up to
+    :data:`EXACT_KNN_ROWS` rows, FAISS IVF above (a million rows in minutes, not hours)."""
+    if len(Z) > EXACT_KNN_ROWS and faiss_available():
+        neighbours = FaissNeighbours(Z, k, random_state).kneighbors(Z)
+        return _self_first(neighbours)
+    return NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(Z, return_distance=False)
+
+
+def _self_first(neighbours: np.ndarray) -> np.ndarray:
+    # An approximate search may miss a row itself, or place a duplicate first; callers
+    # drop column 0 as "self", so put each row there.
+    rows = np.arange(len(neighbours))
+    out = neighbours.copy()
+    missing = out == -1  # fewer than k found in the probed lists: self, which gets no edge
+    out[missing] = np.broadcast_to(rows[:, None], out.shape)[missing]
+    is_self = out == rows[:, None]
+    position = np.where(is_self.any(axis=1), is_self.argmax(axis=1), out.shape[1] - 1)
+    out[rows, position] = out[:, 0]
+    out[:, 0] = rows
+    return out
 
 
 def normalized_affinity(W: sp.csr_matrix) -> sp.csr_matrix:

@@ -12,15 +12,15 @@ help gets no weight.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsort.embed.registry import Encoder
 from medsort.name.text import has_text, label_embeddings, logit_scale_of, text_probabilities
 from medsort.name.vocabulary import Label, Vocabulary, load_vocabulary
 
-MAX_LABELS_PER_CLASS = 5
-"""``auto`` uses the prior while the median class has at most this many labels."""
+if TYPE_CHECKING:
+    from medsort.embed.registry import Encoder
 
 
 def class_labels(classes: Sequence[str], vocabulary: Vocabulary) -> list[Label]:
@@ -83,9 +83,3 @@ def text_prior(
         vocabulary.templates,
     )
     return text_probabilities(embeddings, vectors, logit_scale_of(encoder))
-
-
-def few_labels(y_known: np.ndarray) -> bool:
-    """Whether the median labelled class has at most :data:`MAX_LABELS_PER_CLASS` labels."""
-    _, counts = np.unique(np.asarray(y_known, dtype=str), return_counts=True)
-    return bool(len(counts)) and float(np.median(counts)) <= MAX_LABELS_PER_CLASS
