@@ -122,7 +122,6 @@ def make_supervised(kind: str, random_state: int = 0) -> BaseEstimator:
             kernel="rbf",
             C=1.0,
             class_weight="balanced",
-            probability=True,
             random_state=random_state,
         )
     if kind == "logreg":
@@ -180,7 +179,7 @@ class SparSamClassifier(ClassifierMixin, BaseEstimator):
             return self
         kind = self.kind
         if kind == "svm" and np.bincount(np.unique(labels, return_inverse=True)[1]).min() < 3:
-            kind = "logreg"  # SVC's Platt scaling needs a few rows per class
+            kind = "logreg"  # as benchmarked: under 3 rows per class, logistic regression
         self.model_ = make_supervised(kind, self.random_state)
         if kind == "knn":
             self.model_.set_params(n_neighbors=min(5, len(labels)))
@@ -192,9 +191,25 @@ class SparSamClassifier(ClassifierMixin, BaseEstimator):
         if self.model_ is None:
             return np.ones((len(Z), 1))
         order = np.searchsorted(self.model_.classes_, self.classes_)
+        if isinstance(self.model_, SVC):
+            return _softmax(_one_vs_rest_scores(self.model_, Z))[:, order]
         return self.model_.predict_proba(Z)[:, order]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         if self.model_ is None:
             return np.repeat(self.classes_, len(X))
         return self.model_.predict(self.features_.transform(X)).astype(object)
+
+
+def _one_vs_rest_scores(svm: SVC, Z: np.ndarray) -> np.ndarray:
+    """One score per class: SVC's one-vs-rest decision values (votes plus confidence)."""
+    scores = svm.decision_function(Z)
+    return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    # SVC's own probabilities (Platt scaling, probability=True) are deprecated in
+    # scikit-learn 1.9 and go in 1.11; a softmax of the decision values ranks classes
+    # exactly as predict does (it is not calibrated, nor was Platt on 10 labels).
+    weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)

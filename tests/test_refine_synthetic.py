@@ -1,4 +1,5 @@
-"""The refine stage's neighbour graph: exact for small folders, FAISS for large ones."""
+"""The refine stage on synthetic data: the neighbour graph (exact for small folders, FAISS
+for large ones), the sampled feature map, the SVM's probabilities."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from medsort.refine import propagate
-from medsort.refine.classifier import FeatureMap
+from medsort.refine.classifier import FeatureMap, SparSamClassifier
 
 
 def _clusters(n: int, seed: int = 0) -> np.ndarray:
@@ -50,3 +51,17 @@ def test_feature_map_fitted_on_a_sample_transforms_every_row() -> None:
         [len(set(a) & set(b)) / 10 for a, b in zip(near_full, near_sampled, strict=True)]
     )
     assert overlap > 0.6
+
+
+def test_svm_probabilities_rank_classes_as_its_predictions() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 3
+    truth = np.repeat(["a", "b", "c"], 40)
+    X = np.abs(centres[np.repeat([0, 1, 2], 40)] + rng.normal(size=(120, 16)))
+    y = np.full(120, None, dtype=object)
+    y[::8] = truth[::8]  # 5 labels per class
+    model = SparSamClassifier("svm").fit(X, y)
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert (model.classes_[proba.argmax(axis=1)] == model.predict(X)).mean() > 0.98
+    assert (model.predict(X) == truth).mean() > 0.9
