@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
-from medsort.embed.stream import Embedded, _assemble, _embed_pending, _Pending
+from medsort.embed.stream import Embedded, PendingFile, assemble_embedded, embed_pending
 from medsort.io.readers import ReadOptions
 
 __all__ = ["embed_files_ray", "default_num_workers"]
@@ -126,7 +126,7 @@ def embed_files_ray(
             if started:
                 _disconnect()
     cache.commit()
-    return _assemble(files, done, hashes, skipped, n_embedded=n_embedded)
+    return assemble_embedded(files, done, hashes, skipped, n_embedded=n_embedded)
 
 
 def default_num_workers(total_cpus: float) -> int:
@@ -344,7 +344,7 @@ def _write_shard(block: dict[str, np.ndarray], path: Path) -> None:
 
 
 class _Collector:
-    """Stands in for the cache inside an actor: keeps what ``_embed_pending`` stores."""
+    """Stands in for the cache inside an actor: keeps what ``embed_pending`` stores."""
 
     def __init__(self) -> None:
         self.entries: dict[str, CachedFile] = {}
@@ -397,9 +397,9 @@ class _EncoderActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         files = [Path(str(path)) for path in batch["path"]]
         keys = [str(key) for key in batch["key"]]
-        pending = {i: _Pending(key=key, file_hash="") for i, key in enumerate(keys)}
+        pending = {i: PendingFile(key=key, file_hash="") for i, key in enumerate(keys)}
         collector = _Collector()
-        _embed_pending(
+        embed_pending(
             files,
             pending,
             self.encoder,
@@ -415,7 +415,7 @@ class _EncoderActor:
 def _result_columns(
     indices: np.ndarray,
     keys: list[str],
-    pending: dict[int, _Pending],
+    pending: dict[int, PendingFile],
     collector: _Collector,
     dim: int,
 ) -> dict[str, np.ndarray]:

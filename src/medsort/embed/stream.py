@@ -40,7 +40,9 @@ class Embedded:
 
 
 @dataclass
-class _Pending:
+class PendingFile:
+    """A file to embed: its cache key, content hash, and the items embedded so far."""
+
     key: str
     file_hash: str
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -86,7 +88,7 @@ def embed_files(
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}
-    pending: dict[int, _Pending] = {}
+    pending: dict[int, PendingFile] = {}
     for index, path in enumerate(
         tqdm(files, desc="checking cache", unit="file", disable=not progress, leave=False)
     ):
@@ -99,19 +101,19 @@ def embed_files(
         key = EmbeddingCache.key(file_hash, encoder.name, token)
         hit = cache.get(key)
         if hit is None:
-            pending[index] = _Pending(key=key, file_hash=file_hash)
+            pending[index] = PendingFile(key=key, file_hash=file_hash)
         else:
             done[index] = hit
     if pending:
         tune_cpu_runtime()
-        _embed_pending(files, pending, encoder, cache, options, batch_size, n_readers, progress)
+        embed_pending(files, pending, encoder, cache, options, batch_size, n_readers, progress)
     for index, entry in pending.items():
         if entry.error is not None:
             skipped[index] = entry.error
         else:
             done[index] = CachedFile(entry.items, _stack(entry.vectors, encoder.dim))
     cache.commit()
-    return _assemble(
+    return assemble_embedded(
         files,
         done,
         hashes,
@@ -120,9 +122,9 @@ def embed_files(
     )
 
 
-def _embed_pending(
+def embed_pending(
     files: Sequence[Path],
-    pending: dict[int, _Pending],
+    pending: dict[int, PendingFile],
     encoder: Encoder,
     cache: EmbeddingCache,
     options: ReadOptions,
@@ -130,6 +132,11 @@ def _embed_pending(
     n_readers: int,
     progress: bool,
 ) -> None:
+    """Embed the ``pending`` files (index into ``files`` -> entry) and store each in ``cache``.
+
+    Used by the local backend and by each Ray encoder actor: ``n_readers`` threads decode
+    ahead of the model, which runs in batches of ``batch_size``.
+    """
     outbox: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=4 * batch_size)
     todo: queue.Queue[int] = queue.Queue()
     for index in pending:
@@ -201,7 +208,7 @@ def _read_worker(
 
 def _run_batch(
     batch: list[tuple[int, np.ndarray]],
-    pending: dict[int, _Pending],
+    pending: dict[int, PendingFile],
     encoder: Encoder,
     cache: EmbeddingCache,
     bar: tqdm,
@@ -213,7 +220,7 @@ def _run_batch(
         _store_if_complete(index, pending[index], cache, bar)
 
 
-def _store_if_complete(index: int, entry: _Pending, cache: EmbeddingCache, bar: tqdm) -> None:
+def _store_if_complete(index: int, entry: PendingFile, cache: EmbeddingCache, bar: tqdm) -> None:
     if entry.complete and entry.error is None:
         cache.put(entry.key, CachedFile(entry.items, _stack(entry.vectors, 0)))
         bar.update(1)
@@ -225,13 +232,14 @@ def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
     return np.stack(vectors).astype(np.float32, copy=False)
 
 
-def _assemble(
+def assemble_embedded(
     files: Sequence[Path],
     done: dict[int, CachedFile],
     hashes: dict[int, str],
     skipped: dict[int, str],
     n_embedded: int,
 ) -> Embedded:
+    """The :class:`Embedded` result in file order from the files' cached entries."""
     rows: list[Path] = []
     row_hashes: list[str] = []
     items: list[dict[str, Any]] = []
