@@ -11,7 +11,7 @@ import pandas as pd
 from medsort.audit.run import DUPLICATES, NEAR_DUPLICATES, OUTLIERS, QUALITY, load_audit
 from medsort.io.readers import ReadOptions
 from medsort.report.html import register_section
-from medsort.report.thumbnails import thumbnail_uri
+from medsort.report.thumbnails import figure, thumbnail_uri
 from medsort.results import SortResult
 
 MAX_ROWS = 20
@@ -131,10 +131,7 @@ def _table_block(path: Path, title: str) -> str:
 
 
 def _thumb(result: SortResult, path: str, item: str, options: ReadOptions) -> str:
-    uri = thumbnail_uri(result.source_path(path), item, options, size=THUMB)
-    label = html.escape(path + (f" [{item}]" if item else ""))
-    image = f'<img src="{uri}" alt="{label}">' if uri else '<div class="muted">n/a</div>'
-    return f'<figure title="{label}">{image}<figcaption>{label}</figcaption></figure>'
+    return figure(thumbnail_uri(result.source_path(path), item, options, size=THUMB), path, item)
 
 
 def _near_duplicates(

@@ -573,7 +573,7 @@ class BiomedCLIPEncoder:
         return np.concatenate(out)
 
 
-@register_encoder("biomedclip")
+@register_encoder("biomedclip", text=True)
 def create_biomedclip(path: str = "", **kwargs: object) -> BiomedCLIPEncoder:
     """``create_encoder("biomedclip:/dir")``: BiomedCLIP loaded from a local directory."""
     if not path:

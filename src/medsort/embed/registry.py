@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: asking the registry about a name needs no torch
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,16 +61,27 @@ class TextEncoder(Encoder, Protocol):
 
 EncoderFactory = Callable[..., Encoder]
 _REGISTRY: dict[str, EncoderFactory] = {}
+_TEXT_ENCODERS: set[str] = {"biomedclip"}  # lazily registered below, so named here
 
 
-def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
-    """Decorator that makes ``factory`` available as ``create_encoder(name)``."""
+def register_encoder(name: str, text: bool = False) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Decorator that makes ``factory`` available as ``create_encoder(name)``.
+
+    ``text=True`` declares that its encoders also embed text (:class:`TextEncoder`).
+    """
 
     def add(factory: EncoderFactory) -> EncoderFactory:
         _REGISTRY[name] = factory
+        if text:
+            _TEXT_ENCODERS.add(name)
         return factory
 
     return add
+
+
+def encoder_has_text(spec: str) -> bool:
+    """Whether the encoder ``spec`` names embeds text too, known without building it."""
+    return spec.partition(":")[0] in _TEXT_ENCODERS
 
 
 def list_encoders() -> list[str]:

@@ -79,7 +79,8 @@ class FeatureMap(TransformerMixin, BaseEstimator):
         self.max_fit_samples = max_fit_samples
 
     def fit(self, X: np.ndarray, y: object = None) -> FeatureMap:
-        X = X[fit_sample_index(len(X), self.max_fit_samples, self.random_state)]
+        if len(X) > self.max_fit_samples:
+            X = X[fit_sample_index(len(X), self.max_fit_samples, self.random_state)]
         if self.power == "yeo-johnson":
             self.scaler_ = PowerTransformer().fit(np.asarray(X, dtype=np.float64))
         elif self.power in ("sqrt", None):

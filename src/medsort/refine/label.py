@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from medsort.embed.registry import create_encoder, encoder_has_text
 from medsort.refine.classifier import OTHER, SparSamClassifier, unlabelled_mask
 from medsort.refine.propagate import GraphLabelSpreading
 from medsort.results import SortResult
@@ -121,20 +122,18 @@ def _text_prior_for(
         raise ValueError(f"Unknown text prior {mode!r}: use one of {', '.join(TEXT_PRIOR_MODES)}.")
     if mode == "off" or (mode == "auto" and not few_labels(y[~unlabelled_mask(y)])):
         return None
-    # Imported here: the text prior needs torch (seconds to import), plain labelling not.
-    from medsort.embed.registry import create_encoder
-    from medsort.name.text import has_text
-    from medsort.refine.text_prior import text_prior
-
-    spec = result.run.get("encoder")
-    encoder = create_encoder(spec) if spec else None
-    if encoder is None or not has_text(encoder):
+    spec = result.run.get("encoder") or ""
+    if not encoder_has_text(spec):
         if mode == "on":
             raise ValueError(
                 f"Encoder {spec} has no text model; sort with --encoder biomedclip:DIR "
                 "to use --text-prior."
             )
         return None
+    # Imported here: the text prior needs torch (seconds to import), plain labelling not.
+    from medsort.refine.text_prior import text_prior
+
+    encoder = create_encoder(spec)
     return lambda classes: text_prior(result.embeddings, encoder, list(classes))
 
 

@@ -40,7 +40,7 @@ def knn_affinity(Z: np.ndarray, n_neighbors: int, gamma: float) -> sp.csr_matrix
     k = min(n_neighbors, n - 1)
     neighbours = nearest_neighbours(Z, k + 1)[:, 1:]
     similarity = np.empty(neighbours.shape, dtype=np.float32)
-    for part in row_chunks(n):
+    for part in row_chunks(n, size=8192):  # Z[neighbours[part]] holds k rows per row
         similarity[part] = np.einsum("nd,nkd->nk", Z[part], Z[neighbours[part]])
     similarity = np.clip(similarity, 0.0, None) ** gamma
     similarity[neighbours == np.arange(n)[:, None]] = 0.0  # no self-loops
@@ -176,14 +176,26 @@ def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sum(weight * (predicted == truth)) / np.sum(weight))
 
 
-def _best_blend(P: np.ndarray, Q: np.ndarray, truth: np.ndarray) -> float:
-    """The smallest ``w`` on a 0..1 grid whose ``(1-w) P + w Q`` is most often right."""
+def _best_blend(
+    P: np.ndarray, Q: np.ndarray, truth: np.ndarray, scale: np.ndarray | float = 1.0
+) -> float:
+    """The smallest ``w`` on a 0..1 grid whose ``(1 - v) P + v Q``, ``v = w * scale`` (a
+    per-row factor), is most often right, class-balanced."""
     best, best_w = -np.inf, 0.0
     for w in np.linspace(0.0, 1.0, 11):
-        accuracy = _balanced_accuracy(((1.0 - w) * P + w * Q).argmax(axis=1), truth)
+        v = w * scale
+        accuracy = _balanced_accuracy(((1.0 - v) * P + v * Q).argmax(axis=1), truth)
         if accuracy > best + 1e-9:
             best, best_w = accuracy, float(w)
     return best_w
+
+
+def _blend_into_classes(D: np.ndarray, Q: np.ndarray, w: np.ndarray | float) -> None:
+    """Mix ``Q`` into the class columns of ``D`` (``OTHER`` last) with weight ``w``, in
+    place, keeping each row's ``OTHER`` probability."""
+    keep = 1.0 - D[:, -1:]
+    P = D[:, :-1] / np.maximum(keep, 1e-12)
+    D[:, :-1] = ((1.0 - w) * P + w * Q) * keep
 
 
 class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
@@ -399,10 +411,7 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
             accuracy = _balanced_accuracy(prior[labelled].argmax(axis=1), own)
             self.prior_scale_ = PRIOR_FALLBACK if accuracy >= 1.5 * chance else 0.0
         w = self.prior_scale_
-        D = self.label_distributions_
-        keep = 1.0 - D[:, -1:]
-        P = D[:, :-1] / np.maximum(keep, 1e-12)
-        D[:, :-1] = ((1.0 - w) * P + w * prior) * keep
+        _blend_into_classes(self.label_distributions_, prior, w)
         return (1.0 - w) * held_proba + w * prior[labelled]
 
     def _held_out_proba(self, F: np.ndarray, seeds: np.ndarray, held: np.ndarray) -> np.ndarray:
@@ -425,7 +434,7 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
 
         The scale is the smallest on a grid of 0..1 that gives the best class-balanced
         accuracy on labelled rows, each predicted without its own label (held out of the
-        seeds and left out of its group's vote).
+        seeds and left out of its group's vote; see :func:`_best_blend`).
         """
         n_classes = len(self.classes_)
         votes, reliability, inverse = group_votes(
@@ -445,19 +454,9 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
             self.group_prior,
             self.group_power,
         )
-        best, self.group_scale_ = -np.inf, 0.0
-        for scale in np.linspace(0.0, 1.0, 11):
-            w = scale * loo_reliability[:, None]
-            blended = (1.0 - w) * held_proba + w * loo_votes
-            accuracy = np.sum(class_weight[own] * (blended.argmax(axis=1) == own))
-            if accuracy > best + 1e-9:
-                best, self.group_scale_ = accuracy, float(scale)
+        self.group_scale_ = _best_blend(held_proba, loo_votes, own, loo_reliability[:, None])
         self.group_weights_ = self.group_scale_ * reliability[inverse]
-        D = self.label_distributions_
-        keep = 1.0 - D[:, -1:]
-        w = self.group_weights_[:, None]
-        P = D[:, :-1] / np.maximum(keep, 1e-12)
-        D[:, :-1] = ((1.0 - w) * P + w * votes[inverse]) * keep
+        _blend_into_classes(self.label_distributions_, votes[inverse], self.group_weights_[:, None])
 
     def _fit_probe(self, Z: np.ndarray, labels: np.ndarray) -> LogisticRegression | None:
         if self.probe_weight <= 0 or len(self.classes_) < 2:

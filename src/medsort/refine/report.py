@@ -11,21 +11,11 @@ from medsort.io.readers import ReadOptions
 from medsort.refine.label import PREDICTIONS
 from medsort.refine.suggest import TO_LABEL
 from medsort.report.html import register_section
-from medsort.report.thumbnails import thumbnail_uri
+from medsort.report.thumbnails import figure, thumbnails_of
 from medsort.results import SortResult
 
 THUMBS_PER_CLASS = 6
 MAX_SUGGESTIONS = 60
-
-
-def _figure(result: SortResult, row: pd.Series, caption: str, options: ReadOptions) -> str:
-    uri = thumbnail_uri(result.source_path(row["path"]), row["item"], options)
-    name = html.escape(row["path"] + (f" [{row['item']}]" if row["item"] else ""))
-    image = f'<img src="{uri}" alt="{name}">' if uri else '<div class="muted">n/a</div>'
-    return (
-        f'<figure title="{name}">{image}<figcaption>{name}<br>'
-        f"{html.escape(caption)}</figcaption></figure>"
-    )
 
 
 def _read(out_dir: Path, name: str) -> pd.DataFrame | None:
@@ -41,10 +31,10 @@ def suggestions_section(result: SortResult, out_dir: Path) -> str:
     table = _read(out_dir, TO_LABEL)
     if table is None or table.empty:
         return ""
-    options = ReadOptions(**result.run.get("read_options", {}))
+    shown = table.head(MAX_SUGGESTIONS)
+    uris = _thumbnails(result, shown)
     figures = "".join(
-        _figure(result, row, f"group {row['group']}: {row['reason']}", options)
-        for _, row in table.head(MAX_SUGGESTIONS).iterrows()
+        _figure(uris, r, f"group {r['group']}: {r['reason']}") for _, r in shown.iterrows()
     )
     return (
         f"<h2>Images to label next ({len(table)})</h2><p>Fill the <code>label</code> "
@@ -59,25 +49,38 @@ def predictions_section(result: SortResult, out_dir: Path) -> str:
     table = _read(out_dir, PREDICTIONS)
     if table is None or table.empty:
         return ""
-    options = ReadOptions(**result.run.get("read_options", {}))
     flagged = table["disagrees_with_group"].astype(str).str.lower() == "true"
+    shown = {
+        label: (
+            members.sort_values("probability", ascending=False).head(THUMBS_PER_CLASS),
+            members[flagged[members.index]].head(THUMBS_PER_CLASS),
+        )
+        for label, members in table.groupby("label", sort=True)
+    }
+    uris = _thumbnails(result, pd.concat([frame for pair in shown.values() for frame in pair]))
     parts = [
         f"<h2>Predicted classes</h2><p>{int(flagged.sum())} image(s) disagree with "
         "the majority prediction of their group (marked ⚑).</p>"
     ]
-    for label, members in table.groupby("label", sort=True):
-        top = members.sort_values("probability", ascending=False).head(THUMBS_PER_CLASS)
-        odd = members[flagged[members.index]].head(THUMBS_PER_CLASS)
-        figures = [
-            _figure(result, r, f"{r['probability']:.2f}", options) for _, r in top.iterrows()
-        ]
+    for label, (top, odd) in shown.items():
+        figures = [_figure(uris, r, f"{r['probability']:.2f}") for _, r in top.iterrows()]
         figures += [
-            _figure(result, r, f"⚑ group {r['group']} · {r['probability']:.2f}", options)
+            _figure(uris, r, f"⚑ group {r['group']} · {r['probability']:.2f}")
             for _, r in odd.iterrows()
         ]
+        members = table["label"] == label
         parts.append(
             f'<div class="group"><h4>{html.escape(str(label))} <span class="muted">'
-            f"({len(members)} images, {int(flagged[members.index].sum())} disagree with "
+            f"({int(members.sum())} images, {int(flagged[members].sum())} disagree with "
             f'their group)</span></h4><div class="grid">{"".join(figures)}</div></div>'
         )
     return "\n".join(parts)
+
+
+def _thumbnails(result: SortResult, rows: pd.DataFrame) -> dict[tuple[str, str], str]:
+    options = ReadOptions(**result.run.get("read_options", {}))
+    return thumbnails_of(rows, result.source_path, options)
+
+
+def _figure(uris: dict[tuple[str, str], str], row: pd.Series, caption: str) -> str:
+    return figure(uris.get((row["path"], row["item"]), ""), row["path"], row["item"], caption)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from medsort.io.readers import ReadOptions
-from medsort.report.thumbnails import thumbnail_uris
+from medsort.report.thumbnails import figure, thumbnails_of
 from medsort.results import REPORT, SortResult
 
 MAX_MAP_POINTS = 20_000
@@ -126,7 +126,7 @@ def groups_section(result: SortResult, out_dir: Path) -> str:
     assignments = result.assignments
     options = _read_options(result)
     reps = assignments[assignments["representative"].astype(str).str.lower() == "true"]
-    thumbnails = _representative_thumbnails(result, reps, options)
+    thumbnails = thumbnails_of(reps, result.source_path, options)
     parts = ["<h2>Groups</h2>"]
     for modality, in_modality in assignments.groupby("modality_group", sort=True):
         parts.append(
@@ -137,17 +137,6 @@ def groups_section(result: SortResult, out_dir: Path) -> str:
             parts.append(_group_block(result, int(group), members, reps, thumbnails))
         parts.append("</div>")
     return "\n".join(parts)
-
-
-def _representative_thumbnails(
-    result: SortResult, reps: pd.DataFrame, options: ReadOptions
-) -> dict[tuple[str, str], str]:
-    """``(path, item) -> data URI`` for every representative, each file read once."""
-    uris: dict[tuple[str, str], str] = {}
-    for path, rows in reps.groupby("path", sort=False):
-        found = thumbnail_uris(result.source_path(path), set(rows["item"]), options)
-        uris.update({(path, item): uri for item, uri in found.items()})
-    return uris
 
 
 def _modality_title(assignments: pd.DataFrame, modality: int) -> str:
@@ -166,12 +155,10 @@ def _group_block(
     reps: pd.DataFrame,
     thumbnails: dict[tuple[str, str], str],
 ) -> str:
-    figures = []
-    for _, row in reps[reps["group"] == group].sort_values("distance").iterrows():
-        uri = thumbnails.get((row["path"], row["item"]), "")
-        label = html.escape(row["path"] + (f" [{row['item']}]" if row["item"] else ""))
-        image = f'<img src="{uri}" alt="{label}">' if uri else '<div class="muted">n/a</div>'
-        figures.append(f'<figure title="{label}">{image}<figcaption>{label}</figcaption></figure>')
+    figures = [
+        figure(thumbnails.get((row["path"], row["item"]), ""), row["path"], row["item"])
+        for _, row in reps[reps["group"] == group].sort_values("distance").iterrows()
+    ]
     title = html.escape(group_title(result.assignments, group))
     return (
         f'<div class="group"><h4><span class="swatch" style="background:{color(group)}"></span>'

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 
 from medsort.io.readers import ReadError, ReadOptions, iter_images
@@ -37,6 +40,36 @@ def thumbnail_uris(
     except (ReadError, OSError):
         pass
     return found
+
+
+def thumbnails_of(
+    rows: pd.DataFrame,
+    source_path: Callable[[str], Path],
+    options: ReadOptions,
+    size: int = THUMB_SIZE,
+) -> dict[tuple[str, str], str]:
+    """``(path, item) -> data URI`` for every row (columns ``path``, ``item``), each file
+    read once.
+
+    ``source_path`` maps a path as stored in the output folder to the file to read
+    (:meth:`medsort.results.SortResult.source_path`). Unreadable items are missing.
+    """
+    items_by_path: dict[str, set[str]] = {}
+    for path, item in rows[["path", "item"]].itertuples(index=False):
+        items_by_path.setdefault(path, set()).add(item)
+    return {
+        (path, item): uri
+        for path, items in items_by_path.items()
+        for item, uri in thumbnail_uris(source_path(path), items, options, size).items()
+    }
+
+
+def figure(uri: str, path: str, item: str, caption: str = "") -> str:
+    """A report ``<figure>``: the thumbnail (or "n/a"), the file and item, a caption."""
+    label = html.escape(path + (f" [{item}]" if item else ""))
+    image = f'<img src="{uri}" alt="{label}">' if uri else '<div class="muted">n/a</div>'
+    extra = f"<br>{html.escape(caption)}" if caption else ""
+    return f'<figure title="{label}">{image}<figcaption>{label}{extra}</figcaption></figure>'
 
 
 def _encode(image: Image.Image, size: int) -> str:
