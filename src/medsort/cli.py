@@ -63,6 +63,12 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="encoder name, e.g. efficientnet_lite0 or biomedclip:DIR",
     )
     command.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the encoder runs (auto: a GPU where onnxruntime-gpu or CUDA torch has one)",
+    )
+    command.add_argument(
         "--export",
         choices=["copy", "link"],
         default=None,
@@ -223,6 +229,7 @@ def run_sort(args: argparse.Namespace) -> int:
         backend=args.backend,
         ray_address=args.address,
         num_workers=args.workers,
+        device=args.device,
     )
     return 0 if result_dir else 1
 
