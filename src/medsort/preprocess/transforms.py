@@ -57,10 +57,10 @@ def to_tensor_batch(images: list[np.ndarray], config: PreprocessConfig) -> np.nd
     A numpy array, so the default (ONNX Runtime) encoders need no torch; torch encoders
     take it with ``torch.as_tensor``.
     """
-    batch = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32)
-    mean = np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    stacked = np.stack(images).transpose(0, 3, 1, 2)
+    batch = np.empty(stacked.shape, dtype=np.float32)
+    np.copyto(batch, stacked, casting="unsafe")  # one pass: transpose and convert
     batch /= 255.0
-    batch -= mean
-    batch /= std
+    batch -= np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
     return batch
