@@ -16,6 +16,7 @@ explains the choice over a file-per-entry store, with ``benchmarks/bench_cache.p
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -28,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from medsort.io.admission import check_regular, file_kind
+from medsort.io.errors import ReadError
 
 HASH_CHUNK = 1 << 20
 CACHE_NAME = "embeddings.sqlite"
@@ -52,14 +56,20 @@ def default_cache_dir() -> Path:
 def content_hash(path: Path) -> str:
     """BLAKE2b digest of the file's bytes; ``OSError`` for anything but a regular file.
 
-    The file is opened without blocking and checked after opening, so a FIFO or a
-    device swapped in for a file cannot hang the run.
+    The reason follows :mod:`medsort.io.admission` (FIFOs, devices, sockets, broken
+    links). The file is also opened without blocking and checked after opening, so
+    one swapped for a FIFO in between cannot hang the run either.
     """
+    try:
+        check_regular(path)
+    except ReadError as error:
+        raise OSError(errno.EINVAL, str(error)) from None
     digest = hashlib.blake2b(digest_size=16)
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(descriptor, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise OSError(f"not a regular file: {path}")
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({file_kind(mode)})")
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()

@@ -65,9 +65,9 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def admit(path: Path, budget: Budget = DEFAULT_BUDGET) -> os.stat_result:
-    """The ``stat`` of ``path`` (of its target for a link); :class:`ReadError` says why
-    a file that is not a regular file, is empty or is over budget is refused."""
+def check_regular(path: Path) -> os.stat_result:
+    """The ``stat`` of ``path`` (of its target for a link); :class:`ReadError` unless it
+    is a regular file."""
     path = Path(path)
     try:
         info = path.lstat()
@@ -79,6 +79,12 @@ def admit(path: Path, budget: Budget = DEFAULT_BUDGET) -> os.stat_result:
     if not stat.S_ISREG(info.st_mode):
         target = "symbolic link to " if link else ""
         raise ReadError(f"not a regular file ({target}{file_kind(info.st_mode)})")
+    return info
+
+
+def admit(path: Path, budget: Budget = DEFAULT_BUDGET) -> os.stat_result:
+    """:func:`check_regular`, then refuse an empty file or one over ``budget``."""
+    info = check_regular(path)
     if info.st_size == 0:
         raise ReadError("empty file (0 bytes)")
     if info.st_size > budget.max_file_bytes:

@@ -121,7 +121,9 @@ def check_pixel_size(ds: Dataset, n_frames: int, budget: Budget) -> None:
     # Frames go through the modality LUT as float64: 8 bytes per sample.
     check_array((rows, cols, samples), 8, budget, "DICOM frame")
     syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-    if "PixelData" not in ds or syntax is None or syntax.is_encapsulated:
+    if "PixelData" not in ds or syntax is None or not syntax.is_transfer_syntax:
+        return  # unknown syntaxes are the decoder's to name
+    if syntax.is_encapsulated:
         return
     try:
         expected = int(get_expected_length(ds, unit="bytes"))
@@ -182,7 +184,8 @@ def file_meta(ds: Dataset, options: ReadOptions) -> dict[str, Any]:
         raise ReadError(str(error)) from None
     syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
     if syntax is not None:
-        meta["transfer_syntax"] = str(syntax.name)
+        # An unknown UID's "name" is the UID itself: free text from the file.
+        meta["transfer_syntax"] = str(syntax.name) if syntax.is_transfer_syntax else "unknown"
     meta["bit_depth"] = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
     meta["n_frames"] = number_of_frames(ds)
     return meta
