@@ -266,7 +266,7 @@ def _filesystem_cases(folder: Path, outside: Path) -> dict[str, Expect]:
         "@at.png": 25,
         "'quoted.png": 26,
         "new\nline.png": 27,
-        "comma, and \"quote\".png": 28,
+        'comma, and "quote".png': 28,
     }
     for name, seed in odd.items():
         Image.fromarray(_noise((40, 40), seed)).save(folder / name, format="PNG")

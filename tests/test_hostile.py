@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from hostile import SECRET, build_corpus, fingerprint
+
 from medsort.embed.cache import content_hash
 from medsort.io.outputs import FORMULA_STARTS, escape_text
 from medsort.io.readers import ReadError, ReadOptions, iter_images
@@ -78,9 +78,7 @@ def test_every_case_is_read_or_refused_quickly(corpus: tuple[Path, dict[str, str
 
 
 @pytest.mark.slow
-def test_sort_of_the_corpus(
-    corpus: tuple[Path, dict[str, str | None]], tmp_path: Path
-) -> None:
+def test_sort_of_the_corpus(corpus: tuple[Path, dict[str, str | None]], tmp_path: Path) -> None:
     folder, expect = corpus
     before = fingerprint(folder)
     out = tmp_path / "out"
