@@ -77,7 +77,7 @@ def test_two_sorts_on_one_cold_cache(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
-    n_images = 240
+    n_images = 160
     input_dir = _images(tmp_path / "input", n_images)
     cache, out = tmp_path / "cache", tmp_path / "out"
     run = _sort_process(input_dir, out, cache)

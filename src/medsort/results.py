@@ -123,13 +123,14 @@ def check_complete(out_dir: Path) -> None:
         raise FileNotFoundError(
             f"Output folder not found: {out_dir}: run `medsort sort INPUT --out {out_dir}` first."
         )
-    if not (out_dir / ASSIGNMENTS).is_file():
+    marker = out_dir / INCOMPLETE
+    writing_here = out_dir.resolve() in _WRITING
+    if not (out_dir / ASSIGNMENTS).is_file() and (writing_here or not marker.is_file()):
         raise FileNotFoundError(
             f"{out_dir} holds no {ASSIGNMENTS}: run `medsort sort INPUT --out {out_dir}` first."
         )
-    if out_dir.resolve() in _WRITING:
+    if writing_here:
         return
-    marker = out_dir / INCOMPLETE
     if marker.is_file() or not (out_dir / RUN).is_file():
         state = _marker_text(marker)
         raise IncompleteOutputError(

@@ -47,6 +47,17 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget()
+DISPLAY_MAX_SIDE = 4096
+"""Plain rasters larger than this are reduced (box filter, whole factor) right after
+decoding: models see 224-448 px and thumbnails less, while display conversion of a
+16-bit 20000^2 image would need ~10 GB of float64 temporaries."""
+
+
+def display_factor(width: int, height: int) -> int:
+    """The whole reduction factor that brings the longer side to at most
+    :data:`DISPLAY_MAX_SIDE` (1: no reduction)."""
+    return max(1, -(-max(width, height) // DISPLAY_MAX_SIDE))
+
 
 _KINDS = (
     (stat.S_ISFIFO, "a named pipe"),

@@ -80,7 +80,7 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
 def write_csv(table: pd.DataFrame, path: Path) -> None:
     """``table`` as a neutralised UTF-8 CSV (no index), written atomically."""
     safe = table.rename(columns=lambda name: neutralise(str(name)))
-    for column in safe.columns[safe.dtypes.eq(object).to_numpy()]:
+    for column in _text_columns(safe):
         safe[column] = safe[column].map(neutralise)
     with atomic_open(path) as out:
         safe.to_csv(out, index=False, lineterminator="\n")
@@ -90,9 +90,18 @@ def read_csv(path: Path, dtype: Any = str) -> pd.DataFrame:
     """A CSV written by :func:`write_csv`, its cells as they were before neutralising."""
     table = pd.read_csv(path, dtype=dtype, keep_default_na=False)
     table.columns = [restore(name) for name in table.columns]
-    for column in table.columns[table.dtypes.eq(object).to_numpy()]:
+    for column in _text_columns(table):
         table[column] = table[column].map(restore)
     return table
+
+
+def _text_columns(table: pd.DataFrame) -> list[Any]:
+    """Columns that may hold text (object or string dtype); numbers stay numbers."""
+    return [
+        name
+        for name, dtype in table.dtypes.items()
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+    ]
 
 
 def write_text(path: Path, text: str) -> None:

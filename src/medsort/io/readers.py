@@ -18,7 +18,14 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medsort.io.admission import DEFAULT_BUDGET, Budget, admit, check_array, check_pixels
+from medsort.io.admission import (
+    DEFAULT_BUDGET,
+    Budget,
+    admit,
+    check_array,
+    check_pixels,
+    display_factor,
+)
 from medsort.io.errors import ReadError
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
@@ -166,7 +173,7 @@ class RasterReader:
             "bit_depth": _bit_depth(image),
             "compression": str(image.info.get("compression", "")),
         }
-        yield MedImage(pixels=_display_pixels(image), path=path, meta=meta)
+        yield MedImage(pixels=_display_pixels(_reduced(image)), path=path, meta=meta)
 
 
 def open_within_budget(path: Path, budget: Budget) -> Image.Image:
@@ -191,6 +198,19 @@ def open_within_budget(path: Path, budget: Budget) -> Image.Image:
         image.close()
         raise
     return image
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    """A very large raster reduced for display (:data:`DISPLAY_MAX_SIDE`); meta keeps the
+    original size."""
+    factor = display_factor(image.width, image.height)
+    if factor == 1:
+        return image
+    if image.mode in ("P", "1"):
+        image = image.convert("RGBA" if image.mode == "P" else "L")
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.reduce(factor)
 
 
 def _bytes_per_band(mode: str) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from medsort.io.admission import Budget, check_array
+from medsort.io.admission import Budget, check_array, display_factor
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
 from medsort.io.readers import MAX_PIXELS, ReadError, ReadOptions, register_reader
@@ -459,10 +459,13 @@ class TiffArrayReader:
         except Exception as error:
             raise ReadError(f"corrupt or truncated TIFF: {_one_line(error)}") from None
         pixels = _samples_last(data, axes)
+        height, width = pixels.shape[:2]
+        step = display_factor(width, height)
+        pixels = pixels[::step, ::step] if step > 1 else pixels  # before float temporaries
         meta = {
             "format": "TIFF",
-            "width": int(pixels.shape[1]),
-            "height": int(pixels.shape[0]),
+            "width": int(width),
+            "height": int(height),
             "bit_depth": int(data.dtype.itemsize * 8),
             "samples": int(pixels.shape[2]) if pixels.ndim == 3 else 1,
         }
