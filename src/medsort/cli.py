@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medsort import __version__
+from medsort.io.arguments import existing_file, existing_path, number_between, volume_mode
+from medsort.io.arguments import whole_number as at_least
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -26,11 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
-        print(f"medsort: error: {error}", file=sys.stderr)
+        print(f"medsort: error: {_printable(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("medsort: interrupted", file=sys.stderr)
         return 130
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes escaped, so printing it cannot fail."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +60,7 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--out", type=Path, required=True, help="output folder")
     command.add_argument(
         "--k",
-        type=int,
+        type=at_least(1),
         default=None,
         help="exactly K flat groups (default: chosen automatically, two-level)",
     )
@@ -81,8 +88,8 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="embedding cache (default: $MEDSORT_CACHE_DIR or ~/.cache/medsort)",
     )
     command.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    command.add_argument("--batch-size", type=int, default=32)
-    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--batch-size", type=at_least(1), default=32)
+    command.add_argument("--seed", type=at_least(0), default=0)
     command.add_argument(
         "--window", default=None, help="CT/DICOM window: lung, soft-tissue, bone, brain, or C,W"
     )
@@ -93,16 +100,22 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="multi-frame DICOM: middle frame or every frame",
     )
     command.add_argument(
-        "--volume", default="middle", help="volumes: middle (one slice per axis), axial:N, or mip"
+        "--volume",
+        type=volume_mode,
+        default="middle",
+        help="volumes: middle (one slice per axis), axial:N, or mip",
     )
     command.add_argument(
         "--slide-mpp",
-        type=float,
+        type=number_between(0.0, low_open=True),
         default=1.0,
         help="whole-slide tiling resolution in microns per pixel",
     )
     command.add_argument(
-        "--tile-size", type=int, default=224, help="whole-slide tile size in pixels at --slide-mpp"
+        "--tile-size",
+        type=at_least(8),
+        default=224,
+        help="whole-slide tile size in pixels at --slide-mpp",
     )
     command.add_argument(
         "--keep-tag",
@@ -114,14 +127,14 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--reference",
-        type=Path,
+        type=existing_path,
         default=None,
         help="name groups from labelled images: a folder of <label>/ sub-folders, "
         "or a CSV path,label",
     )
     command.add_argument(
         "--vocabulary",
-        type=Path,
+        type=existing_file,
         default=None,
         help="JSON vocabulary extending or replacing the built-in one (text encoders)",
     )
@@ -135,13 +148,13 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--metadata",
-        type=Path,
+        type=existing_file,
         default=None,
         help="CSV with path and attributes to audit (site, scanner, ...)",
     )
     command.add_argument(
         "--truth",
-        type=Path,
+        type=existing_file,
         default=None,
         help="CSV with path,label: only for the audit, never to group",
     )
@@ -163,7 +176,7 @@ def _add_backend_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--workers",
-        type=int,
+        type=at_least(1),
         default=None,
         help="Ray encoder actors (default: one per 4 CPUs of the cluster)",
     )
@@ -191,7 +204,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser("eval", help="score a sort against known labels")
     command.add_argument("out", type=Path, help="output folder of a sort")
-    command.add_argument("--truth", type=Path, required=True, help="CSV with path,label")
+    command.add_argument("--truth", type=existing_file, required=True, help="CSV with path,label")
     command.set_defaults(run=run_eval)
 
 
@@ -274,10 +287,12 @@ def run_models_download(args: argparse.Namespace) -> int:
 
 def _read_options(args: argparse.Namespace):  # noqa: ANN202 - imports stay lazy for --help
     from medsort.io.intensity import parse_window
+    from medsort.io.phi import check_keep_tags
     from medsort.io.readers import ReadOptions
 
     if args.window is not None:
         parse_window(args.window)  # fail early on a bad spec
+    check_keep_tags(args.keep_tag)
     return ReadOptions(
         window=args.window,
         frames=args.frames,

@@ -7,11 +7,23 @@ from pathlib import Path
 
 from medsort.audit import run_audit
 from medsort.embed.registry import Encoder
+from medsort.io.outputs import write_csv
 from medsort.io.readers import ReadOptions
 from medsort.name import name_groups
 from medsort.report import export_groups, write_report
-from medsort.results import SortResult
-from medsort.sorter import Sorter
+from medsort.results import SKIPPED, SortResult, mark_failed, writing
+from medsort.sorter import NoReadableImageError, Sorter
+
+STALE_OUTPUTS = (
+    "report.html",
+    "audit.json",
+    "duplicates.csv",
+    "near_duplicates.csv",
+    "outliers.csv",
+    "quality.csv",
+)
+"""Files a previous sort left that this one may not rewrite (``--no-audit``): removed
+first, so that no report or audit of another run sits beside the new assignments."""
 
 
 def sort_folder(
@@ -39,7 +51,9 @@ def sort_folder(
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
     Nothing under ``input_dir`` is modified. If ``out_dir`` lies inside ``input_dir`` it
-    is left out of the scan. ``backend="ray"`` embeds with Ray encoder actors (see
+    is left out of the scan. ``out_dir`` is marked incomplete from the first file written
+    to the last (see :mod:`medsort.results`); a folder without readable images still gets
+    ``skipped.csv``. ``backend="ray"`` embeds with Ray encoder actors (see
     :class:`~medsort.sorter.Sorter` and ``docs/scaling.md``). The shortcut and hygiene
     audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
     ``truth_csv`` labels (never used to group). Groups are named from ``reference``
@@ -47,11 +61,67 @@ def sort_folder(
     ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder runs.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
+    check_folders(input_dir, out_dir)
+    exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
+    with writing(out_dir):
+        for name in STALE_OUTPUTS:
+            (out_dir / name).unlink(missing_ok=True)
+        try:
+            return _sort_into(
+                input_dir, out_dir, exclude, encoder, n_clusters, export, cache_dir,
+                batch_size, random_state, read_options, quiet, reference, vocabulary,
+                drop_duplicates, audit, metadata_csv, truth_csv, backend, ray_address,
+                num_workers, device,
+            )  # fmt: skip
+        except NoReadableImageError as error:
+            write_csv(error.skipped, out_dir / SKIPPED)
+            mark_failed(out_dir, "no readable image")
+            raise ValueError(f"{error} Reasons: {out_dir / SKIPPED}") from None
+        except BaseException as error:
+            mark_failed(out_dir, type(error).__name__)
+            raise
+
+
+def check_folders(input_dir: Path, out_dir: Path) -> None:
+    """Plain messages for an input that is not a folder and outputs that cannot go there."""
+    if not input_dir.exists():
+        raise FileNotFoundError(f"Input folder not found: {input_dir}")
     if not input_dir.is_dir():
-        raise NotADirectoryError(f"Input folder not found: {input_dir}")
+        raise NotADirectoryError(
+            f"The input must be a folder of images, not a file: {input_dir} "
+            "(put the file in a folder and sort that)"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"The output folder is a file: {out_dir}")
     if out_dir.resolve() == input_dir.resolve():
         raise ValueError("The output folder must not be the input folder.")
-    exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
+    if input_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"The output folder {out_dir} must not contain the input folder.")
+
+
+def _sort_into(
+    input_dir: Path,
+    out_dir: Path,
+    exclude: Path | None,
+    encoder: str | Encoder,
+    n_clusters: int | None,
+    export: str | None,
+    cache_dir: Path | str | None,
+    batch_size: int,
+    random_state: int,
+    read_options: ReadOptions | None,
+    quiet: bool,
+    reference: Path | None,
+    vocabulary: Path | None,
+    drop_duplicates: bool,
+    audit: bool,
+    metadata_csv: Path | None,
+    truth_csv: Path | None,
+    backend: str,
+    ray_address: str | None,
+    num_workers: int | None,
+    device: str,
+) -> Path:
     sorter = Sorter(
         encoder=encoder,
         n_clusters=n_clusters,

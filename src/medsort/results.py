@@ -5,11 +5,21 @@
 ``embeddings.npy``   the item vectors, rows in the same order
 ``skipped.csv``      every file that could not be used, and why
 ``run.json``         input folder, encoder, options and counts
+
+Every file is replaced atomically (:mod:`medsort.io.outputs`). While a sort writes a
+folder, :data:`INCOMPLETE` marks it: the marker is created before the first output and
+removed after the last (``run.json`` is written after the data files), so a run killed
+at any point leaves a folder that :meth:`SortResult.load` refuses with a clear message,
+never a mix of two runs that looks complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,12 +27,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsort.io.outputs import read_csv, unescape_text, write_csv, write_npy, write_text
+
 ASSIGNMENTS = "assignments.csv"
 ITEMS = "items.csv"
 EMBEDDINGS = "embeddings.npy"
 SKIPPED = "skipped.csv"
 RUN = "run.json"
 REPORT = "report.html"
+INCOMPLETE = ".medsort-incomplete"
+"""Present while a sort writes the folder (or after one was interrupted)."""
+_WRITING: set[Path] = set()
+"""Folders this process is writing: its own later stages may read them."""
+
+
+class IncompleteOutputError(ValueError):
+    """An output folder whose sort was interrupted, failed, or is still running."""
+
 
 ASSIGNMENT_COLUMNS = [
     "path",
@@ -54,34 +75,111 @@ class SortResult:
         return Path(self.run["input_dir"])
 
     def source_path(self, relative: str) -> Path:
-        """The user's file behind a ``path`` value of ``assignments.csv``."""
-        return self.input_dir / relative
+        """The user's file behind a ``path`` value of ``assignments.csv``.
+
+        Names that were not valid UTF-8 are written as ``\\xNN`` escapes; they are
+        turned back into the original bytes when no file carries the escaped name.
+        """
+        path = self.input_dir / relative
+        if "\\x" in relative and not os.path.lexists(path):
+            return self.input_dir / unescape_text(relative)
+        return path
 
     def save(self, out_dir: Path) -> None:
+        """Write the folder's files, each atomically, ``run.json`` after the data."""
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.assignments.to_csv(out_dir / ASSIGNMENTS, index=False)
-        self.items.to_csv(out_dir / ITEMS, index=False)
-        np.save(out_dir / EMBEDDINGS, self.embeddings.astype(np.float32, copy=False))
-        self.skipped.to_csv(out_dir / SKIPPED, index=False)
-        (out_dir / RUN).write_text(json.dumps(self.run, indent=2, default=str))
+        with writing(out_dir):
+            write_csv(self.assignments, out_dir / ASSIGNMENTS)
+            write_csv(self.items, out_dir / ITEMS)
+            write_npy(out_dir / EMBEDDINGS, self.embeddings.astype(np.float32, copy=False))
+            write_csv(self.skipped, out_dir / SKIPPED)
+            write_text(out_dir / RUN, json.dumps(self.run, indent=2, default=str))
 
     @classmethod
     def load(cls, out_dir: Path) -> SortResult:
+        """Read a complete output folder; :class:`IncompleteOutputError` for one that is not."""
         out_dir = Path(out_dir)
-        if not (out_dir / ASSIGNMENTS).is_file():
-            raise FileNotFoundError(
-                f"{out_dir} holds no {ASSIGNMENTS}: run `medsort sort INPUT --out {out_dir}` first."
-            )
+        check_complete(out_dir)
         keep_text = {"path": str, "item": str}
-        return cls(
-            assignments=pd.read_csv(out_dir / ASSIGNMENTS, dtype=keep_text, keep_default_na=False),
-            items=pd.read_csv(out_dir / ITEMS, dtype=keep_text, keep_default_na=False),
-            embeddings=np.load(out_dir / EMBEDDINGS),
-            skipped=pd.read_csv(out_dir / SKIPPED, dtype=str, keep_default_na=False),
-            run=json.loads((out_dir / RUN).read_text()),
+        try:
+            return cls(
+                assignments=read_csv(out_dir / ASSIGNMENTS, dtype=keep_text),
+                items=read_csv(out_dir / ITEMS, dtype=keep_text),
+                embeddings=np.load(out_dir / EMBEDDINGS),
+                skipped=read_csv(out_dir / SKIPPED),
+                run=json.loads((out_dir / RUN).read_text(encoding="utf-8")),
+            )
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            raise IncompleteOutputError(
+                f"{out_dir} holds a damaged sort ({type(error).__name__}: {error}); "
+                f"run `medsort sort INPUT --out {out_dir}` again."
+            ) from None
+
+
+def check_complete(out_dir: Path) -> None:
+    """Raise unless ``out_dir`` holds a finished sort (or one this process is writing)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(
+            f"Output folder not found: {out_dir}: run `medsort sort INPUT --out {out_dir}` first."
+        )
+    marker = out_dir / INCOMPLETE
+    writing_here = out_dir.resolve() in _WRITING
+    if not (out_dir / ASSIGNMENTS).is_file() and (writing_here or not marker.is_file()):
+        raise FileNotFoundError(
+            f"{out_dir} holds no {ASSIGNMENTS}: run `medsort sort INPUT --out {out_dir}` first."
+        )
+    if writing_here:
+        return
+    if marker.is_file() or not (out_dir / RUN).is_file():
+        state = _marker_text(marker)
+        raise IncompleteOutputError(
+            f"{out_dir} holds an incomplete sort ({state}); "
+            f"run `medsort sort INPUT --out {out_dir}` again."
         )
 
 
+def _marker_text(marker: Path) -> str:
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "interrupted before run.json was written"
+    return (
+        f"{info.get('state', 'started')} at {info.get('started', '?')} by process "
+        f"{info.get('pid', '?')}: interrupted, failed or still running"
+    )
+
+
+@contextmanager
+def writing(out_dir: Path) -> Iterator[Path]:
+    """Mark ``out_dir`` incomplete while the block writes it; unmark when it succeeds.
+
+    Nested blocks (a sort's save, audit and report) share the outermost mark.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = out_dir.resolve()
+    if key in _WRITING:
+        yield out_dir
+        return
+    info = {"state": "started", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid()}
+    write_text(out_dir / INCOMPLETE, json.dumps(info))
+    _WRITING.add(key)
+    try:
+        yield out_dir
+    finally:
+        _WRITING.discard(key)
+    (out_dir / INCOMPLETE).unlink(missing_ok=True)
+
+
+def mark_failed(out_dir: Path, reason: str) -> None:
+    """Record in the marker why the sort writing ``out_dir`` stopped."""
+    marker = Path(out_dir) / INCOMPLETE
+    info = {"state": f"failed ({reason})", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info["pid"] = os.getpid()
+    write_text(marker, json.dumps(info))
+
+
 def skipped_table(skipped: list[tuple[str, str]]) -> pd.DataFrame:
+    """The rows of ``skipped.csv``."""
     return pd.DataFrame(skipped, columns=["path", "reason"])

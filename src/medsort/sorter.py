@@ -22,6 +22,14 @@ from medsort.io.scan import relative_key, scan_folder
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
 
 
+class NoReadableImageError(ValueError):
+    """A folder without a single usable image; ``skipped`` says why each file was not."""
+
+    def __init__(self, message: str, skipped: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+
+
 class Sorter:
     """Sort a folder of medical images into modality groups, then condition groups.
 
@@ -117,9 +125,17 @@ class Sorter:
             embedded = without_duplicates(embedded, input_dir)
         self.timings_["read+embed"] = time.perf_counter() - started
         if len(embedded.items) == 0:
-            raise ValueError(
+            raise NoReadableImageError(
                 f"No readable image found under {input_dir} ({len(files)} files, "
-                f"{len(embedded.skipped)} skipped)."
+                f"{len(embedded.skipped)} skipped).",
+                skipped_table(
+                    [(relative_key(path, input_dir), why) for path, why in embedded.skipped]
+                ),
+            )
+        if self.n_clusters is not None and self.n_clusters > len(embedded.items):
+            raise ValueError(
+                f"--k {self.n_clusters} needs at least {self.n_clusters} images; "
+                f"{len(embedded.items)} could be read under {input_dir}."
             )
         started = time.perf_counter()
         if self.progress:

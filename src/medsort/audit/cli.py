@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medsort.io.arguments import existing_file
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``audit`` subcommand."""
@@ -14,10 +16,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     command.add_argument("out", type=Path, help="output folder of a sort")
     command.add_argument(
-        "--metadata", type=Path, default=None, help="CSV with path and extra columns to audit"
+        "--metadata",
+        type=existing_file,
+        default=None,
+        help="CSV with path and extra columns to audit",
     )
     command.add_argument(
-        "--truth", type=Path, default=None, help="CSV with path,label (only to audit)"
+        "--truth", type=existing_file, default=None, help="CSV with path,label (only to audit)"
     )
     command.add_argument("--no-quality", action="store_true", help="do not re-read pixels")
     command.add_argument("--quiet", action="store_true")

@@ -33,6 +33,7 @@ from medsort.audit.shortcuts import (
     predict_attribute,
     utility,
 )
+from medsort.io.outputs import write_csv, write_text
 from medsort.results import SortResult
 
 AUDIT = "audit.json"
@@ -661,8 +662,8 @@ def _hygiene_finding(kind: str, message: str, level: str = "note") -> dict[str, 
 
 def _write(out_dir: Path, audit: dict[str, Any], tables: dict[str, pd.DataFrame]) -> None:
     for name, table in tables.items():
-        table.to_csv(out_dir / name, index=False)
-    (out_dir / AUDIT).write_text(json.dumps(audit, indent=2, default=_json_default))
+        write_csv(table, out_dir / name)
+    write_text(out_dir / AUDIT, json.dumps(audit, indent=2, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:

@@ -19,8 +19,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels.utils import get_expected_length
 
 from medsort.io import intensity
+from medsort.io.admission import Budget, check_array
 from medsort.io.image import MedImage
 from medsort.io.phi import safe_meta, scrub
 from medsort.io.readers import ReadError, ReadOptions, register_reader
@@ -57,6 +59,7 @@ class DicomReader:
     def read(self, path: Path, options: ReadOptions) -> Iterator[MedImage]:
         ds = open_dataset(path)
         n_frames = number_of_frames(ds)
+        check_pixel_size(ds, n_frames, options.budget)
         meta = file_meta(ds, options)
         for index in frame_indices(n_frames, options.frames):
             raw = decode_frame(ds, index, n_frames)
@@ -99,6 +102,42 @@ def check_pixel_data(ds: Dataset) -> None:
     if not _identifies_itself(ds):
         raise ReadError("not a readable DICOM file: no SOP class, modality or image attributes")
     raise ReadError(f"no pixel data ({object_kind(ds)})")
+
+
+def check_pixel_size(ds: Dataset, n_frames: int, budget: Budget) -> None:
+    """Refuse frames over budget, and native pixel data whose length disagrees with
+    Rows x Columns x samples x frames (it would be shown as a scrambled image).
+
+    One row of trailing padding is accepted (some writers pad); missing bytes are
+    reported by the decoder as truncation.
+    """
+    try:
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        raise ReadError("DICOM image size attributes are not numbers") from None
+    if rows <= 0 or cols <= 0:
+        raise ReadError(f"DICOM declares no image size (Rows {rows}, Columns {cols})")
+    # Frames go through the modality LUT as float64: 8 bytes per sample.
+    check_array((rows, cols, samples), 8, budget, "DICOM frame")
+    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    if "PixelData" not in ds or syntax is None or not syntax.is_transfer_syntax:
+        return  # unknown syntaxes are the decoder's to name
+    if syntax.is_encapsulated:
+        return
+    try:
+        expected = int(get_expected_length(ds, unit="bytes"))
+    except (AttributeError, TypeError, ValueError):
+        return  # attributes the decoder will name
+    actual = len(ds.PixelData)
+    bits = int(ds.get("BitsAllocated") or 8)
+    row_bytes = max(1, cols * samples * bits // 8)
+    if actual - expected > row_bytes:
+        raise ReadError(
+            f"DICOM pixel data does not match its header: Rows {rows} x Columns {cols} x "
+            f"{samples} sample(s) x {n_frames} frame(s) at {bits} bits need {expected:,} "
+            f"bytes, the file holds {actual:,}"
+        )
 
 
 def _identifies_itself(ds: Dataset) -> bool:
@@ -145,7 +184,8 @@ def file_meta(ds: Dataset, options: ReadOptions) -> dict[str, Any]:
         raise ReadError(str(error)) from None
     syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
     if syntax is not None:
-        meta["transfer_syntax"] = str(syntax.name)
+        # An unknown UID's "name" is the UID itself: free text from the file.
+        meta["transfer_syntax"] = str(syntax.name) if syntax.is_transfer_syntax else "unknown"
     meta["bit_depth"] = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
     meta["n_frames"] = number_of_frames(ds)
     return meta

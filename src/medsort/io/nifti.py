@@ -19,6 +19,7 @@ from nibabel.orientations import apply_orientation, io_orientation
 from PIL import Image
 
 from medsort.io import intensity
+from medsort.io.admission import DEFAULT_BUDGET, Budget, check_array
 from medsort.io.image import MedImage
 from medsort.io.readers import ReadError, ReadOptions, register_reader
 
@@ -40,7 +41,7 @@ class VolumeReader:
         return name.endswith(VOLUME_SUFFIXES) or _nifti_magic(head)
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[MedImage]:
-        volume, zooms, meta = load_volume(path)
+        volume, zooms, meta = load_volume(path, options.budget)
         to_display = display_mapper(volume, options.window)
         for item, plane, aspect in volume_items(volume, zooms, options.volume):
             pixels = _resize_for_aspect(to_display(plane), aspect)
@@ -54,10 +55,14 @@ def _nifti_magic(head: bytes) -> bool:
     )
 
 
-def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def load_volume(
+    path: Path, budget: Budget = DEFAULT_BUDGET
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The first 3D volume in RAS+ orientation, its voxel sizes and non-identifying meta.
 
-    Header free text (``descrip``, ``db_name``, ``intent_name``) is never copied.
+    The header's declared size is checked against ``budget`` (and, for uncompressed
+    files, against the file's length) before the data is read. Header free text
+    (``descrip``, ``db_name``, ``intent_name``) is never copied.
     """
     try:
         image = _load(path)
@@ -68,6 +73,7 @@ def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         raise ReadError(f"not an image volume ({type(image).__name__} has no affine)")
     if len(shape) < 2:
         raise ReadError(f"not an image volume (shape {shape})")
+    check_declared_size(path, image, budget)
     try:
         data = _first_volume(image)
     except (OSError, EOFError, ValueError) as error:
@@ -95,6 +101,33 @@ def _load(path: Path) -> Any:
     kind = nib.Nifti2Image if head[4:8] == b"n+2\x00" else nib.Nifti1Image
     holder = nib.fileholders.FileHolder(filename=str(path))
     return kind.from_file_map({"header": holder, "image": holder})
+
+
+def check_declared_size(path: Path, image: Any, budget: Budget) -> None:
+    """Refuse a first volume over budget (as float32), or data the file cannot hold."""
+    first = tuple(image.shape[:3])
+    check_array(first, 4, budget, "volume")
+    try:
+        offset = int(image.dataobj.offset)
+        raw = int(np.prod(image.shape, dtype=np.int64)) * image.get_data_dtype().itemsize
+    except (AttributeError, TypeError, ValueError):
+        return  # not an array proxy with a known layout: nibabel checks it
+    data_file = _data_file(image, path)
+    if data_file is None or data_file.name.lower().endswith((".gz", ".bz2", ".zst")):
+        return
+    available = data_file.stat().st_size - offset
+    needed = raw if len(image.shape) <= 3 else raw // int(np.prod(image.shape[3:]))
+    if needed > available:
+        raise ReadError(
+            f"truncated volume: the header declares {'x'.join(map(str, image.shape))} "
+            f"voxels ({needed:,} bytes) but the file holds {max(available, 0):,} bytes of data"
+        )
+
+
+def _data_file(image: Any, path: Path) -> Path | None:
+    holder = image.file_map.get("image")
+    name = getattr(holder, "filename", None)
+    return Path(name) if name else path
 
 
 def _first_volume(image: Any) -> np.ndarray:

@@ -141,8 +141,12 @@ def scrub(text: str, ds: Dataset | None) -> str:
 
 
 def _string_values(ds: Dataset) -> Iterator[str]:
+    """Searchable text of the dataset and of its ``file_meta`` group (a decoder quotes
+    the TransferSyntaxUID, which a crafted file can fill with any text)."""
     allowed = set(ALLOWED_TAGS)
-    for element in ds.iterall():
+    meta = getattr(ds, "file_meta", None)
+    elements = [*(meta.iterall() if isinstance(meta, Dataset) else ()), *ds.iterall()]
+    for element in elements:
         if element.keyword in allowed or element.VR not in FREE_TEXT_VRS:
             continue
         values = element.value if isinstance(element.value, (MultiValue, list)) else [element.value]

@@ -18,16 +18,22 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medsort.io.admission import (
+    DEFAULT_BUDGET,
+    Budget,
+    admit,
+    check_array,
+    check_pixels,
+    display_factor,
+)
+from medsort.io.errors import ReadError
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
 
 HEAD_BYTES = 512
-MAX_PIXELS = 20_000 * 20_000
+MAX_PIXELS = DEFAULT_BUDGET.max_pixels
 """Larger plain rasters are refused: they belong to the slide reader, tile by tile."""
-
-
-class ReadError(Exception):
-    """A file could not be turned into images; the message says why, for skipped.csv."""
+_PILLOW_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,19 @@ class ReadOptions:
     """JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8, in the DCT) while both sides
     stay at least this many pixels; ``None`` or ``0`` decodes full size. The embed stage
     sets it to the encoder's input size, which is all the encoder sees."""
+    budget: Budget = DEFAULT_BUDGET
+    """What a file may make a reader allocate (:mod:`medsort.io.admission`); it decides
+    which files are read, not their pixels, so it is not part of the cache key."""
+
+    def __post_init__(self) -> None:
+        # Options rebuilt from run.json carry the budget as a plain dict.
+        if isinstance(self.budget, dict):
+            object.__setattr__(self, "budget", Budget(**self.budget))
 
     def cache_token(self) -> str:
-        return ";".join(f"{key}={value}" for key, value in sorted(asdict(self).items()))
+        values = asdict(self)
+        values.pop("budget")
+        return ";".join(f"{key}={value}" for key, value in sorted(values.items()))
 
 
 class Reader(Protocol):
@@ -111,11 +127,7 @@ def iter_images(path: Path, options: ReadOptions) -> Iterator[MedImage]:
     Any failure, whatever the decoder raised, comes out as :class:`ReadError` with a
     reason fit for skipped.csv.
     """
-    if not path.is_file():
-        raise ReadError("not a file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ReadError("empty file (0 bytes)")
+    size = admit(path, options.budget).st_size
     reader = find_reader(path)
     if reader is None:
         raise ReadError(f"not a supported image format ({path.suffix or 'no extension'})")
@@ -150,25 +162,16 @@ class RasterReader:
         return path.suffix.lower() in RASTER_SUFFIXES
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[MedImage]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                image = Image.open(path)
-                if image.width * image.height > MAX_PIXELS:
-                    raise ReadError(
-                        f"image too large ({image.width}x{image.height}); "
-                        "open it as a whole-slide image"
-                    )
-                size = image.size
-                if options.draft_size and image.format == "JPEG":
-                    image.draft(image.mode, (options.draft_size, options.draft_size))
-                image.load()
-            except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-                raise ReadError(f"not a readable image: {_describe(error)}") from error
-            except Image.DecompressionBombWarning as error:
-                raise ReadError(f"image too large: {_describe(error)}") from error
-            except OSError as error:
-                raise ReadError(f"corrupt or truncated image: {_describe(error)}") from error
+        try:
+            image = open_within_budget(path, options.budget)
+            size = image.size
+            if options.draft_size and image.format == "JPEG":
+                image.draft(image.mode, (options.draft_size, options.draft_size))
+            image.load()
+        except UnidentifiedImageError as error:
+            raise ReadError(f"not a readable image: {_describe(error)}") from error
+        except OSError as error:
+            raise ReadError(f"corrupt or truncated image: {_describe(error)}") from error
         meta = {
             "format": (image.format or path.suffix.lstrip(".")).upper(),
             "width": size[0],
@@ -177,7 +180,50 @@ class RasterReader:
             "bit_depth": _bit_depth(image),
             "compression": str(image.info.get("compression", "")),
         }
-        yield MedImage(pixels=_display_pixels(image), path=path, meta=meta)
+        yield MedImage(pixels=_display_pixels(_reduced(image)), path=path, meta=meta)
+
+
+def open_within_budget(path: Path, budget: Budget) -> Image.Image:
+    """``Image.open`` (header only) checked against the project's budget, not Pillow's.
+
+    Pillow's decompression-bomb limit (89 Mpx) would refuse a valid 12000 x 12000 PNG the
+    budget admits, so it is lifted while the header is read; the declared size is then
+    checked against ``budget`` before any pixel is decoded.
+    """
+    with _PILLOW_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    try:
+        check_pixels(image.width, image.height, budget)
+        shape = (image.height, image.width, len(image.getbands()))
+        check_array(shape, _bytes_per_band(image.mode), budget, "image")
+    except ReadError:
+        image.close()
+        raise
+    return image
+
+
+def _reduced(image: Image.Image) -> Image.Image:
+    """A very large raster reduced for display (:data:`DISPLAY_MAX_SIDE`); meta keeps the
+    original size."""
+    factor = display_factor(image.width, image.height)
+    if factor == 1:
+        return image
+    if image.mode in ("P", "1"):
+        image = image.convert("RGBA" if image.mode == "P" else "L")
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.reduce(factor)
+
+
+def _bytes_per_band(mode: str) -> int:
+    if mode.startswith("I;16"):
+        return 2
+    return 4 if mode in ("I", "F") else 1
 
 
 def _bit_depth(image: Image.Image) -> int:

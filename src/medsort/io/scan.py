@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from medsort.io.outputs import escape_text
+
 IGNORED_NAMES = {"Thumbs.db", "desktop.ini", ".DS_Store"}
 
 
@@ -39,5 +41,9 @@ def _is_excluded(folder: Path, excluded: Path | None) -> bool:
 
 
 def relative_key(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` with forward slashes, as written in every output."""
-    return Path(path).relative_to(root).as_posix()
+    """``path`` relative to ``root`` with forward slashes, as written in every output.
+
+    Bytes of a name that are not valid UTF-8 become ``\\xNN`` escapes
+    (:func:`~medsort.io.outputs.escape_text`); ``SortResult.source_path`` finds the file.
+    """
+    return escape_text(Path(path).relative_to(root).as_posix())

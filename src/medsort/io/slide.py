@@ -23,6 +23,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from medsort.io.admission import Budget, check_array, display_factor
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
 from medsort.io.readers import MAX_PIXELS, ReadError, ReadOptions, register_reader
@@ -89,12 +90,18 @@ class OpenSlideBackend:
 
 
 class TiffBackend:
-    """Tiled or stripped pyramidal TIFF through tifffile, decoding only touched segments."""
+    """Tiled or stripped pyramidal TIFF through tifffile, decoding only touched segments.
 
-    def __init__(self, path: Path) -> None:
+    Every level's tile (or strip) size is checked against ``budget`` when opening, since
+    each segment is decoded whole.
+    """
+
+    def __init__(self, path: Path, budget: Budget | None = None) -> None:
         self._tif = tifffile.TiffFile(path)
         try:
             self._pages = [_first_page(level) for level in _pyramid(self._tif)]
+            for page in self._pages:
+                check_segment(page, budget or Budget())
         except Exception:
             self._tif.close()
             raise
@@ -163,6 +170,35 @@ def _first_page(level: Any) -> Any:
     return page
 
 
+def check_segment(page: Any, budget: Budget) -> None:
+    """Refuse a TIFF level whose tiles or strips are too large to decode one at a time."""
+    seg_h, seg_w = _segment_shape(page)
+    itemsize = np.dtype(page.dtype or np.uint8).itemsize
+    if seg_h * seg_w * page.samplesperpixel * itemsize > budget.max_tile_bytes:
+        raise ReadError(
+            f"TIFF tile too large ({seg_w}x{seg_h} x {page.samplesperpixel} samples; "
+            f"the budget is {budget.max_tile_bytes >> 20} MiB per tile)"
+        )
+
+
+def check_slide(backend: SlideBackend, max_side: int, budget: Budget) -> None:
+    """Refuse a slide over budget, or one whose thumbnail would need a huge level read."""
+    width0, height0 = backend.level_dimensions[0]
+    if width0 <= 0 or height0 <= 0:
+        raise ReadError(f"slide declares an empty size ({width0}x{height0})")
+    if width0 * height0 > budget.max_slide_pixels:
+        raise ReadError(
+            f"slide too large ({width0}x{height0}; budget {budget.max_slide_pixels:,} pixels)"
+        )
+    level_w, level_h = backend.level_dimensions[thumbnail_level(backend, max_side)]
+    if level_w * level_h > budget.max_thumbnail_source_pixels:
+        raise ReadError(
+            f"slide of {width0}x{height0} without a pyramid level small enough to find "
+            f"tissue on (smallest usable level {level_w}x{level_h}; budget "
+            f"{budget.max_thumbnail_source_pixels:,} pixels)"
+        )
+
+
 def _segment_shape(page: Any) -> tuple[int, int]:
     if page.is_tiled:
         return page.tilelength, page.tilewidth
@@ -207,12 +243,12 @@ def is_pyramidal_tiff(path: Path) -> bool:
         return False
 
 
-def open_slide(path: Path) -> SlideBackend:
+def open_slide(path: Path, budget: Budget | None = None) -> SlideBackend:
     """The backend for a slide: tifffile for TIFFs it reads with more levels, else OpenSlide."""
     errors: list[str] = []
     if path.suffix.lower() in TIFF_SUFFIXES | {".svs"}:
         try:
-            backend: SlideBackend = TiffBackend(path)
+            backend: SlideBackend = TiffBackend(path, budget)
             if len(backend.level_dimensions) > 1 or openslide is None:
                 return backend
             backend.close()
@@ -257,13 +293,21 @@ def plan_tiles(backend: SlideBackend, slide_mpp: float, tile_size: int) -> TileP
     return TilePlan(level=level, side0=side0, read_size=read_size, level0_mpp=backend.mpp)
 
 
-def thumbnail(backend: SlideBackend, max_side: int) -> tuple[np.ndarray, float]:
-    """An RGB thumbnail built region by region, and its scale (thumbnail px per level-0 px)."""
+def thumbnail_level(backend: SlideBackend, max_side: int) -> int:
+    """The coarsest level at least as fine as a thumbnail of ``max_side`` pixels."""
     width0, height0 = backend.level_dimensions[0]
     scale = max_side / max(width0, height0)
     level = len(backend.level_downsamples) - 1
     while level > 0 and backend.level_downsamples[level] * scale > 1.0:
         level -= 1
+    return level
+
+
+def thumbnail(backend: SlideBackend, max_side: int) -> tuple[np.ndarray, float]:
+    """An RGB thumbnail built region by region, and its scale (thumbnail px per level-0 px)."""
+    width0, height0 = backend.level_dimensions[0]
+    scale = max_side / max(width0, height0)
+    level = thumbnail_level(backend, max_side)
     level_w, level_h = backend.level_dimensions[level]
     factor = backend.level_downsamples[level] * scale
     thumb = Image.new("RGB", (max(1, round(width0 * scale)), max(1, round(height0 * scale))))
@@ -337,7 +381,7 @@ class SlideReader:
         return suffix in TIFF_SUFFIXES and head[:4] in _TIFF_MAGIC and is_pyramidal_tiff(path)
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[MedImage]:
-        backend = open_slide(path)
+        backend = open_slide(path, options.budget)
         try:
             yield from iter_tiles(backend, path, options)
         finally:
@@ -353,6 +397,7 @@ def iter_tiles(backend: SlideBackend, path: Path, options: ReadOptions) -> Itera
     width0, height0 = backend.level_dimensions[0]
     per_side = max(width0, height0) / plan.side0
     side = int(min(THUMB_MAX_SIDE, max(THUMB_MIN_SIDE, per_side * THUMB_PIXELS_PER_TILE)))
+    check_slide(backend, side, options.budget)
     thumb, scale = thumbnail(backend, side)
     mask = tissue_mask(thumb)
     found = False
@@ -403,8 +448,10 @@ class TiffArrayReader:
         try:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
-                if page.imagewidth * page.imagelength > MAX_PIXELS:
+                if page.imagewidth * page.imagelength > options.budget.max_pixels:
                     raise ReadError(f"image too large ({page.imagewidth}x{page.imagelength})")
+                shape = (page.imagelength, page.imagewidth, page.samplesperpixel)
+                check_array(shape, np.dtype(page.dtype).itemsize, options.budget, "TIFF image")
                 data = page.asarray()
                 axes = page.axes
         except ReadError:
@@ -412,10 +459,13 @@ class TiffArrayReader:
         except Exception as error:
             raise ReadError(f"corrupt or truncated TIFF: {_one_line(error)}") from None
         pixels = _samples_last(data, axes)
+        height, width = pixels.shape[:2]
+        step = display_factor(width, height)
+        pixels = pixels[::step, ::step] if step > 1 else pixels  # before float temporaries
         meta = {
             "format": "TIFF",
-            "width": int(pixels.shape[1]),
-            "height": int(pixels.shape[0]),
+            "width": int(width),
+            "height": int(height),
             "bit_depth": int(data.dtype.itemsize * 8),
             "samples": int(pixels.shape[2]) if pixels.ndim == 3 else 1,
         }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medsort.io.arguments import existing_file, existing_path, number_between
+
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``name`` subcommand to the ``medsort`` command line."""
@@ -20,19 +22,19 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     command.add_argument("out", type=Path, help="output folder of `medsort sort`")
     command.add_argument(
         "--reference",
-        type=Path,
+        type=existing_path,
         default=None,
         help="labelled images: a folder with one sub-folder per label, or a CSV path,label",
     )
     command.add_argument(
         "--vocabulary",
-        type=Path,
+        type=existing_file,
         default=None,
         help='JSON vocabulary extending (or, with "mode": "replace", replacing) the built-in',
     )
     command.add_argument(
         "--min-confidence",
-        type=float,
+        type=number_between(0.0, 1.0),
         default=None,
         help="below this confidence a group stays 'unnamed' (default 0.5)",
     )

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from medsort.io.arguments import whole_number as at_least
 from medsort.refine.options import (
     DEFAULT_METHOD,
     METHODS,
@@ -19,7 +20,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add ``suggest`` and ``label`` to the ``medsort`` parser."""
     suggest = commands.add_parser("suggest", help="which images to label first (and next)")
     suggest.add_argument("out", type=Path, help="output folder of a sort")
-    suggest.add_argument("--n", type=int, default=20, help="how many images (default 20)")
+    suggest.add_argument("--n", type=at_least(1), default=20, help="how many images (default 20)")
     suggest.add_argument(
         "--labels",
         type=Path,
@@ -55,8 +56,6 @@ def run_suggest(args: argparse.Namespace) -> int:
     from medsort.refine.suggest import TO_LABEL, suggest_folder
     from medsort.report import write_report
 
-    if args.n < 1:
-        raise ValueError("--n must be at least 1.")
     table = suggest_folder(args.out, args.n, args.labels)
     write_report(args.out)
     print(

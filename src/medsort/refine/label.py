@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from medsort.embed.registry import create_encoder, encoder_has_text
+from medsort.io.outputs import read_csv, write_csv, write_text
 from medsort.refine.classifier import OTHER, SparSamClassifier, unlabelled_mask
 from medsort.refine.options import (
     DEFAULT_METHOD,
@@ -41,13 +42,68 @@ def make_model(method: str = DEFAULT_METHOD, open_set: bool = True) -> BaseEstim
 
 
 def read_labels(path: Path) -> pd.DataFrame:
-    """A ``path,label`` CSV (optional ``item``); rows without a label are dropped."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """A ``path,label`` CSV (optional ``item``); rows without a label are dropped.
+
+    Plain ``ValueError`` messages for a folder, an empty or non-UTF-8 file, missing
+    columns, no label at all and the same image given two different labels; exact
+    repeats are kept once. Files medsort wrote itself (``labels_used.csv``) are read
+    back as they were before neutralising (:mod:`medsort.io.outputs`).
+    """
+    path = Path(path)
+    table = _label_table(path)
     missing = {"path", "label"} - set(table.columns)
     if missing:
-        raise ValueError(f"{path} needs columns path,label (missing: {', '.join(missing)}).")
+        raise ValueError(
+            f"Labels file {path} needs columns path,label (missing: {', '.join(sorted(missing))})."
+        )
+    table["path"] = table["path"].str.strip()
     table["label"] = table["label"].str.strip()
-    return table[table["label"] != ""].reset_index(drop=True)
+    blank = table["label"] == ""
+    if blank.all():
+        raise ValueError(f"Labels file {path} has no labels: every label cell is empty.")
+    if blank.any():
+        print(f"medsort: {int(blank.sum())} row(s) without a label ignored", file=sys.stderr)
+    table = table[~blank].drop_duplicates().reset_index(drop=True)
+    _check_conflicts(table, path)
+    return table
+
+
+def _label_table(path: Path) -> pd.DataFrame:
+    if path.is_dir():
+        raise ValueError(f"Labels file {path} is a folder: give a CSV file with path,label.")
+    if not path.is_file():
+        raise FileNotFoundError(f"Labels file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"Labels file {path} is not UTF-8 text (byte 0x{raw[error.start]:02x} at position "
+            f"{error.start}): save it as a UTF-8 CSV."
+        ) from None
+    if not raw.strip():
+        raise ValueError(f"Labels file {path} is empty: it needs a header line path,label.")
+    reader = read_csv if path.name == LABELS_USED else _read_user_csv
+    try:
+        return reader(path)
+    except pd.errors.ParserError as error:
+        raise ValueError(f"Labels file {path} is not a readable CSV: {error}") from None
+
+
+def _read_user_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+
+
+def _check_conflicts(table: pd.DataFrame, path: Path) -> None:
+    keys = ["path", "item"] if "item" in table.columns else ["path"]
+    counts = table.groupby(keys)["label"].nunique()
+    conflicts = counts[counts > 1]
+    if len(conflicts):
+        names = ", ".join(str(k if isinstance(k, str) else k[0]) for k in conflicts.index[:3])
+        more = f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else ""
+        raise ValueError(
+            f"Labels file {path} gives different labels to the same image: {names}{more}."
+        )
 
 
 def match_labels(assignments: pd.DataFrame, labels: pd.DataFrame) -> np.ndarray:
@@ -181,8 +237,8 @@ def label_folder(
     y = match_labels(result.assignments, labels)
     proba, names, model = fit_predict(result, y, method, open_set, text_prior)
     table = predictions_table(result.assignments, proba, names)
-    table.to_csv(out_dir / PREDICTIONS, index=False)
-    labels.to_csv(out_dir / LABELS_USED, index=False)
+    write_csv(table, out_dir / PREDICTIONS)
+    write_csv(labels, out_dir / LABELS_USED)
     run = {
         "method": method,
         "open_set": open_set,
@@ -192,5 +248,5 @@ def label_folder(
         "labels": str(Path(labels_csv).resolve()),
         "n_labelled": int((~unlabelled_mask(y)).sum()),
     }
-    (out_dir / REFINE_RUN).write_text(json.dumps(run, indent=2))
+    write_text(out_dir / REFINE_RUN, json.dumps(run, indent=2))
     return table

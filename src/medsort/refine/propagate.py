@@ -31,6 +31,10 @@ EXACT_KNN_ROWS = 20000
 """Above this many rows the kNN graph is found with FAISS (approximate, as the grouping)."""
 
 
+OTHER_SHARE_BELOW = 0.45
+"""At most this share of probability stays with the classes in a group without labels."""
+
+
 def knn_affinity(Z: np.ndarray, n_neighbors: int, gamma: float) -> sp.csr_matrix:
     """Symmetric sparse affinity ``W = A + A.T`` of a kNN graph on unit rows of ``Z``.
 
@@ -347,8 +351,9 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         """Give ``OTHER`` most of the probability in groups with no labelled member."""
         unreached = ~np.isin(groups, np.unique(groups[known]))
         D = self.label_distributions_
+        # Strictly below a half, so OTHER wins even with a single labelled class.
         D[unreached, :-1] *= (
-            0.5
+            OTHER_SHARE_BELOW
             * (1.0 - D[unreached, -1:])
             / np.maximum(D[unreached, :-1].sum(axis=1, keepdims=True), 1e-12)
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from medsort.io.outputs import read_csv
 from medsort.io.readers import ReadOptions
 from medsort.refine.label import PREDICTIONS
 from medsort.refine.suggest import TO_LABEL
@@ -22,7 +23,7 @@ def _read(out_dir: Path, name: str) -> pd.DataFrame | None:
     path = out_dir / name
     if not path.is_file():
         return None
-    return pd.read_csv(path, dtype={"path": str, "item": str}, keep_default_na=False)
+    return read_csv(path, dtype={"path": str, "item": str})
 
 
 @register_section(60)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medsort.io.outputs import write_csv
 from medsort.refine.classifier import FeatureMap, unlabelled_mask
 from medsort.refine.label import LABELS_USED, fit_predict, match_labels, read_labels
 from medsort.results import SortResult
@@ -163,5 +164,5 @@ def suggest_folder(out_dir: Path, n: int = 20, labels_csv: Path | None = None) -
         labels_csv = out_dir / LABELS_USED
     labels = read_labels(Path(labels_csv)) if labels_csv is not None else None
     table = suggest(result, n, labels)
-    table.to_csv(out_dir / TO_LABEL, index=False)
+    write_csv(table, out_dir / TO_LABEL)
     return table
