@@ -58,6 +58,8 @@ class SortResult:
         return self.input_dir / relative
 
     def save(self, out_dir: Path) -> None:
+        """Write the tables and ``run.json``; :func:`medsort.report.save_folder` adds the
+        audit and ``report.html``, as ``medsort sort`` does."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.assignments.to_csv(out_dir / ASSIGNMENTS, index=False)
