@@ -56,7 +56,8 @@ def _wait(condition, timeout: float = 10.0) -> None:  # noqa: ANN001
 
 
 def _rows(block) -> list[int]:  # noqa: ANN001
-    return [int(f.get_attribute("data-row")) for f in block.find_elements(By.CSS_SELECTOR, "figure")]
+    figures = block.find_elements(By.CSS_SELECTOR, "figure")
+    return [int(f.get_attribute("data-row")) for f in figures]
 
 
 def test_browse_open_mark_download_and_label(page, sorted_out: Path) -> None:  # noqa: ANN001
