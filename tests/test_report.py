@@ -19,7 +19,7 @@ from medsort.evaluate import evaluate, match_truth_paths
 from medsort.io.readers import ReadOptions
 from medsort.report import html as report_html
 from medsort.report import save_folder, thumbnails, write_report
-from medsort.report.data import flags_by_row, nearest_neighbours
+from medsort.report.data import KEEP_ENDS, flags_by_row, nearest_neighbours, page_rows
 from medsort.report.thumbnails import ThumbnailStore
 from medsort.results import SortResult
 
@@ -226,3 +226,17 @@ def test_sort_open_opens_the_report(small_sort, monkeypatch) -> None:  # noqa: A
 
     open_report(out)
     assert opened == [(out / "report.html").resolve().as_uri()]
+
+
+def test_a_huge_sort_shows_each_groups_ends_and_a_spread() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1, 2], [3000, 600, 150])
+    table = pd.DataFrame({"group": groups, "distance": rng.random(len(groups))})
+    assert page_rows(table, limit=len(table)) is None
+    rows = page_rows(table, limit=1000)
+    assert 900 <= len(rows) <= 1000 + 2 * KEEP_ENDS and len(set(rows)) == len(rows)
+    for g, members in table.groupby("group"):
+        ordered = members.sort_values("distance").index.to_numpy()
+        kept = set(rows)
+        assert set(ordered[:KEEP_ENDS]) <= kept and set(ordered[-KEEP_ENDS:]) <= kept
+    assert (table.loc[rows, "group"] == 2).sum() == 150  # small groups stay whole

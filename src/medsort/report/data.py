@@ -19,6 +19,10 @@ N_NEIGHBOURS = 6
 MAX_NEIGHBOUR_ROWS = 50_000
 """Above this many images the large view shows no nearest neighbours (N x N work)."""
 MAX_MAP_POINTS = 20_000
+MAX_PAGE_ITEMS = 50_000
+"""Above this many images the page holds a spread of each group, not every image."""
+KEEP_ENDS = 100
+"""A sampled group always keeps this many of its most and of its least typical images."""
 AUDIT_FILE = "audit.json"
 QUALITY_FILE = "quality.csv"
 OUTLIERS_FILE = "outliers.csv"
@@ -32,9 +36,15 @@ def page_data(
     thumbs: list[str],
     titles: dict[int, str],
     colors: dict[int, str],
+    sizes: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Everything the page's script needs: items, groups, modality groups, the map."""
+    """Everything the page's script needs: items, groups, modality groups, the map.
+
+    ``result`` holds the rows shown (see :func:`page_rows`); ``sizes`` the groups' true
+    sizes when that is only part of them.
+    """
     a = result.assignments
+    sizes = sizes or {}
     return {
         "run_id": run_id(result),
         "items": _items(result, thumbs),
@@ -47,12 +57,47 @@ def page_data(
                 "title": titles[int(g)],
                 "color": colors[int(g)],
                 "size": len(members),
+                "total": sizes.get(int(g), len(members)),
             }
             for g, members in a.groupby("group", sort=True)
         ],
         "map_rows": _map_rows(len(a)),
         "input_dir": str(result.run.get("input_dir", "")),
     }
+
+
+def page_rows(assignments: pd.DataFrame, limit: int = MAX_PAGE_ITEMS) -> np.ndarray | None:
+    """The rows the page shows: all (``None``) up to ``limit`` images; above, per group
+    its :data:`KEEP_ENDS` most and least typical images and an even spread by typicality
+    in between, groups in proportion to their size."""
+    if len(assignments) <= limit:
+        return None
+    share = limit / len(assignments)
+    chosen = []
+    frame = assignments.assign(_row=np.arange(len(assignments)))
+    for _, members in frame.groupby("group", sort=True):
+        ordered = members.sort_values(["distance", "_row"])["_row"].to_numpy()
+        n = min(len(ordered), max(2 * KEEP_ENDS, int(round(len(ordered) * share))))
+        middle = ordered[KEEP_ENDS:-KEEP_ENDS] if len(ordered) > 2 * KEEP_ENDS else ordered[:0]
+        spread = middle[np.linspace(0, len(middle) - 1, max(0, n - 2 * KEEP_ENDS)).astype(int)]
+        chosen.append(np.concatenate([ordered[:KEEP_ENDS], spread, ordered[-KEEP_ENDS:]]))
+    return np.unique(np.concatenate(chosen))
+
+
+def shown_part(result: SortResult, rows: np.ndarray | None) -> SortResult:
+    """The result restricted to ``rows`` (the whole result for ``None``)."""
+    if rows is None:
+        return result
+    items = (
+        result.items.iloc[rows] if len(result.items) == len(result.assignments) else result.items
+    )
+    return SortResult(
+        assignments=result.assignments.iloc[rows].reset_index(drop=True),
+        items=items.reset_index(drop=True),
+        embeddings=result.embeddings[rows],
+        skipped=result.skipped,
+        run=result.run,
+    )
 
 
 def run_id(result: SortResult) -> str:

@@ -19,7 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from medsort.io.readers import ReadOptions
-from medsort.report.data import MAX_MAP_POINTS, group_explanations, page_data
+from medsort.report.data import (
+    MAX_MAP_POINTS,
+    MAX_PAGE_ITEMS,
+    group_explanations,
+    page_data,
+    page_rows,
+    shown_part,
+)
 from medsort.report.thumbnails import ThumbnailStore
 from medsort.results import REPORT, SortResult
 
@@ -64,11 +71,13 @@ def write_report(out_dir: Path, progress: bool = False) -> Path:
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
     _import_section_modules()
+    shown = shown_part(result, page_rows(result.assignments))
     store = ThumbnailStore(out_dir, read_options(result))
-    thumbs = store.build(result.assignments, result.source_path, progress=progress)
+    thumbs = store.build(shown.assignments, result.source_path, progress=progress)
     titles = group_titles(result, out_dir)
     colors = {g: color(g) for g in titles}
-    data = page_data(result, out_dir, thumbs, titles, colors)
+    sizes = result.assignments["group"].value_counts().to_dict()
+    data = page_data(shown, out_dir, thumbs, titles, colors, sizes)
     data["modality_titles"] = {
         int(m): modality_title(result.assignments, int(m))
         for m in sorted(result.assignments["modality_group"].unique())
@@ -204,10 +213,17 @@ _VIEWER = """<div id="viewer" hidden role="dialog" aria-modal="true" aria-label=
 @register_section(50)
 def groups_section(result: SortResult, out_dir: Path) -> str:
     """Every image of every group, paged, most typical first (drawn by the page script)."""
+    sampled = (
+        f" With more than {MAX_PAGE_ITEMS:,} images the page holds part of each group: its "
+        "most and least typical images and an even spread between; marks apply to those "
+        "images only, and every image is in <code>assignments.csv</code>."
+        if len(result.assignments) > MAX_PAGE_ITEMS
+        else ""
+    )
     return (
         '<section id="groups"><h2>Groups</h2><p class="muted">Each group is a set of images '
         "the encoder finds alike. Images go from the most typical (closest to the group's "
-        "centre) to the least typical; click one to see it large.</p>"
+        f"centre) to the least typical; click one to see it large.{sampled}</p>"
         '<div id="gallery"></div></section>'
     )
 
@@ -228,9 +244,10 @@ def map_section(result: SortResult, out_dir: Path) -> str:
         "close together. The axes have no units (a 2-D projection of the image features). "
         "Hover a dot to see the image, click it to open it, drag to draw a lasso around "
         "dots, click a group below to highlight it.</p>"
-        '<div id="legend"></div><div class="mapwrap"><canvas id="map-canvas" width="640" '
-        'height="640"></canvas><div id="map-tip" hidden></div></div>'
-        '<div id="selection" hidden></div></section>'
+        '<div id="legend"></div><div class="maplayout"><div class="mapwrap">'
+        '<canvas id="map-canvas" width="640" height="640"></canvas><div id="map-tip" hidden>'
+        '</div></div><div id="selection"><p class="muted">Draw a lasso around dots to '
+        "list those images here and mark them together.</p></div></div></section>"
     )
 
 

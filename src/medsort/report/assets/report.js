@@ -111,7 +111,7 @@
     Object.keys(byModality).sort(function (a, b) { return a - b; }).forEach(function (m) {
       var box = document.createElement("div");
       box.className = "modality";
-      var n = byModality[m].reduce(function (s, g) { return s + g.size; }, 0);
+      var n = byModality[m].reduce(function (s, g) { return s + g.total; }, 0);
       var h = document.createElement("h3");
       h.textContent = (D.modality_titles && D.modality_titles[m]) || "Modality group " + m;
       var c = document.createElement("span");
@@ -165,7 +165,9 @@
     var frag = document.createDocumentFragment();
     shown.forEach(function (i) { frag.appendChild(figure(i)); });
     grid.appendChild(frag);
-    div.querySelector(".group-size").textContent = "(" + rows.length + " images)";
+    var total = groups[g].total;
+    div.querySelector(".group-size").textContent = "(" + (total > groups[g].size
+      ? total + " images, " + rows.length + " shown" : rows.length + " images") + ")";
     var cls = state.groupMarks[g];
     div.querySelector(".group-class").textContent = cls ? "all: " + cls : "";
     div.querySelector(".group-class").hidden = !cls;
@@ -387,7 +389,7 @@
       b.type = "button"; b.dataset.group = g.id;
       b.innerHTML = '<span class="swatch"></span>';
       b.firstChild.style.background = g.color;
-      b.appendChild(document.createTextNode(g.title + " (" + g.size + ")"));
+      b.appendChild(document.createTextNode(g.title + " (" + g.total + ")"));
       b.addEventListener("click", function () {
         if (highlighted[g.id]) delete highlighted[g.id]; else highlighted[g.id] = true;
         b.classList.toggle("on", !!highlighted[g.id]);
@@ -446,8 +448,11 @@
   }
   function showSelection(page) {
     var box = $("selection");
-    if (!selection.length) { box.hidden = true; return; }
-    box.hidden = false; box.textContent = "";
+    box.textContent = "";
+    if (!selection.length) {
+      box.innerHTML = '<p class="muted">No image in the lasso. Draw one around dots.</p>';
+      return;
+    }
     var head = document.createElement("div");
     head.className = "gtools";
     var pages = Math.ceil(selection.length / PAGE);
