@@ -56,8 +56,8 @@ def main() -> None:
         x, y = driver.execute_script(
             "var D=JSON.parse(document.getElementById('medsort-data').textContent);"
             "var b=arguments[0].getBoundingClientRect();"
-            "var best=0;D.items.x.forEach(function(x,i){if(Math.abs(x-0.8)+Math.abs(D.items.y[i]-0.7)"
-            "<Math.abs(D.items.x[best]-0.8)+Math.abs(D.items.y[best]-0.7))best=i;});"
+            "var d=function(i){return Math.abs(D.items.x[i]-0.8)+Math.abs(D.items.y[i]-0.7);};"
+            "var best=0;D.items.x.forEach(function(x,i){if(d(i)<d(best))best=i;});"
             "return [(16+D.items.x[best]*608)*b.width/640-b.width/2,"
             "(624-D.items.y[best]*608)*b.height/640-b.height/2];",
             canvas,

@@ -235,7 +235,7 @@ def test_a_huge_sort_shows_each_groups_ends_and_a_spread() -> None:
     assert page_rows(table, limit=len(table)) is None
     rows = page_rows(table, limit=1000)
     assert 900 <= len(rows) <= 1000 + 2 * KEEP_ENDS and len(set(rows)) == len(rows)
-    for g, members in table.groupby("group"):
+    for _, members in table.groupby("group"):
         ordered = members.sort_values("distance").index.to_numpy()
         kept = set(rows)
         assert set(ordered[:KEEP_ENDS]) <= kept and set(ordered[-KEEP_ENDS:]) <= kept
