@@ -130,6 +130,14 @@ def test_browse_open_mark_download_and_label(page, sorted_out: Path) -> None:  #
     in_big = predicted[table["group"].to_numpy() == big]
     assert (in_big["label"] == "ultrasound").mean() > 0.9
 
+    # The rebuilt report shows each image's prediction in its large view.
+    driver.refresh()
+    _wait(lambda: driver.execute_script("return document.body.dataset.ready") == "1")
+    assert not driver.find_element(By.ID, "mark-mode").is_selected()  # clicks open images
+    driver.find_element(By.CSS_SELECTOR, f"#group-{others[0]} figure").click()
+    assert "predicted xray-a (" in driver.find_element(By.ID, "v-info").text
+    assert console_errors(driver) == []
+
 
 def test_map_hover_click_and_group_highlight(page, sorted_out: Path) -> None:  # noqa: ANN001
     driver, _ = page

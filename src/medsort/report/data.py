@@ -28,6 +28,7 @@ QUALITY_FILE = "quality.csv"
 OUTLIERS_FILE = "outliers.csv"
 DUPLICATES_FILE = "duplicates.csv"
 NEAR_DUPLICATES_FILE = "near_duplicates.csv"
+PREDICTIONS_FILE = "predictions.csv"
 
 
 def page_data(
@@ -48,6 +49,7 @@ def page_data(
     return {
         "run_id": run_id(result),
         "items": _items(result, thumbs),
+        "predicted": predictions_by_row(a, out_dir),
         "flags": flags_by_row(a, out_dir),
         "neighbours": nearest_neighbours(result.embeddings, a["modality_group"].to_numpy()),
         "groups": [
@@ -201,6 +203,19 @@ def flags_by_row(assignments: pd.DataFrame, out_dir: Path) -> dict[str, list[str
         add(r["path_a"], r["item_a"], f"near duplicate of {r['path_b']}")
         add(r["path_b"], r["item_b"], f"near duplicate of {r['path_a']}")
     return flags
+
+
+def predictions_by_row(assignments: pd.DataFrame, out_dir: Path) -> dict[str, str]:
+    """``{row: "pneumonia (0.93)"}`` from ``medsort label``'s predictions, if any."""
+    row_of = {
+        key: n for n, key in enumerate(zip(assignments["path"], assignments["item"], strict=True))
+    }
+    found = {}
+    for r in _rows(out_dir / PREDICTIONS_FILE, {"path", "item", "label", "probability"}):
+        row = row_of.get((r["path"], r["item"]))
+        if row is not None:
+            found[str(row)] = f"{r['label']} ({float(r['probability'] or 0):.2f})"
+    return found
 
 
 def group_explanations(out_dir: Path) -> dict[int, list[str]]:

@@ -181,7 +181,7 @@ _REVIEW_BAR = """<div id="review" role="toolbar" aria-label="Review">
 <label>Class <input id="class-name" list="class-list" placeholder="type a class name"
  autocomplete="off" size="18"></label><datalist id="class-list"></datalist>
 <label title="When on, clicking an image marks it with the class instead of opening it">
-<input type="checkbox" id="mark-mode"> clicks mark images</label>
+<input type="checkbox" id="mark-mode" autocomplete="off"> clicks mark images</label>
 <span id="mark-count">0 images marked</span>
 <button id="download" type="button">Download labels.csv</button>
 <button id="clear-marks" type="button">Clear marks</button>

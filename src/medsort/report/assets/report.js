@@ -277,6 +277,7 @@
       ["distance to centre", I.distance[i].toFixed(3) + " (rank " + (pos + 1) + " of " +
         rows.length + ")"],
       ["flags", D.flags[i] ? D.flags[i].join("; ") : "none"],
+      ["predicted", (D.predicted && D.predicted[i]) || "not yet (medsort label)"],
       ["mark", (labelOf(i) || { label: "none" }).label +
         (labelOf(i) && labelOf(i).whole ? " (from its group)" : "")]
     ];
