@@ -182,9 +182,7 @@ def nearest_neighbours(
 def flags_by_row(assignments: pd.DataFrame, out_dir: Path) -> dict[str, list[str]]:
     """``{row: ["outlier in its group", "near duplicate of b.png", ...]}`` from the audit's
     tables, for the rows that have any; tables that are absent are skipped."""
-    row_of = {
-        key: n for n, key in enumerate(zip(assignments["path"], assignments["item"], strict=True))
-    }
+    row_of = _row_of(assignments)
     flags: dict[str, list[str]] = {}
 
     def add(path: str, item: str, text: str) -> None:
@@ -207,9 +205,7 @@ def flags_by_row(assignments: pd.DataFrame, out_dir: Path) -> dict[str, list[str
 
 def predictions_by_row(assignments: pd.DataFrame, out_dir: Path) -> dict[str, str]:
     """``{row: "pneumonia (0.93)"}`` from ``medsort label``'s predictions, if any."""
-    row_of = {
-        key: n for n, key in enumerate(zip(assignments["path"], assignments["item"], strict=True))
-    }
+    row_of = _row_of(assignments)
     found = {}
     for r in _rows(out_dir / PREDICTIONS_FILE, {"path", "item", "label", "probability"}):
         row = row_of.get((r["path"], r["item"]))
@@ -227,6 +223,11 @@ def group_explanations(out_dir: Path) -> dict[int, list[str]]:
         return {int(g): [str(t) for t in traits] for g, traits in found.items()}
     except (OSError, ValueError, TypeError, AttributeError):
         return {}
+
+
+def _row_of(assignments: pd.DataFrame) -> dict[tuple[str, str], int]:
+    pairs = zip(assignments["path"], assignments["item"], strict=True)
+    return {key: n for n, key in enumerate(pairs)}
 
 
 def _rows(path: Path, columns: set[str]) -> list[dict[str, str]]:
