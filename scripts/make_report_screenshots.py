@@ -1,8 +1,9 @@
 """Screenshots of the report's main views, from the demo, into ``docs/images/``.
 
 Sorts the bundled demo images, opens the report in headless Chromium (Debian's
-``chromium`` and ``chromium-driver``, Selenium) and saves: the map with a hovered image,
-a group's gallery with review marks, the large view, and a lasso selection.
+``chromium`` and ``chromium-driver``, Selenium) and saves: the top of the page, the map
+with a hovered image, a group's gallery with review marks, the large view, and a lasso
+selection (256-colour PNGs, to keep the repository small).
 
 Usage::
 
@@ -12,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import console_errors, start_chromium  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from medsort.demo import demo_folder  # noqa: E402
 from medsort.pipeline import sort_folder  # noqa: E402
@@ -32,7 +35,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="medsort_shots_"))
-    report = sort_folder(demo_folder(), work / "demo-out", quiet=True) / "report.html"
+    images = work / "demo-images"
+    if not images.is_dir():
+        shutil.copytree(demo_folder(), images)
+    report = sort_folder(images, work / "demo-out", quiet=True) / "report.html"
     args.out.mkdir(parents=True, exist_ok=True)
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -45,12 +51,17 @@ def main() -> None:
 
         def shot(name: str) -> None:
             time.sleep(0.4)  # let lazy thumbnails load
-            driver.save_screenshot(str(args.out / f"report-{name}.png"))
+            target = args.out / f"report-{name}.png"
+            driver.save_screenshot(str(target))
+            with Image.open(target) as image:
+                small = image.convert("RGB").quantize(256)
+            small.save(target, optimize=True)
             print(args.out / f"report-{name}.png")
 
         def scroll_to(element) -> None:  # noqa: ANN001
             driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
 
+        shot("overview")
         canvas = driver.find_element(By.ID, "map-canvas")
         scroll_to(driver.find_element(By.ID, "map"))
         x, y = driver.execute_script(
