@@ -79,12 +79,10 @@ def test_two_modalities_split_then_conditions() -> None:
 
 def _embed(folder: Path, per_set: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import PIL.Image
-    import torch
 
     from medsort.embed.registry import create_encoder
     from medsort.preprocess import to_model_input, to_tensor_batch
 
-    torch.set_num_threads(2)
     enc = create_encoder("efficientnet_lite0")
     feats, labels, modality = [], [], []
     for name in ("chest-xray-28", "lung-histology"):

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from medsort.embed.cache import EmbeddingCache
 from medsort.embed.registry import PreprocessConfig, create_encoder
@@ -56,7 +55,7 @@ class KeywordTextEncoder:
             vector[self.keywords.index(word)] += 1.0
         return vector / np.linalg.norm(vector)
 
-    def embed(self, batch: torch.Tensor) -> np.ndarray:
+    def embed(self, batch: np.ndarray) -> np.ndarray:
         return np.zeros((len(batch), self.dim), dtype=np.float32)
 
     def embed_text(self, texts: list[str]) -> np.ndarray:

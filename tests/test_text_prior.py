@@ -43,6 +43,7 @@ def test_few_labels_counts_the_median_class() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_biomedclip():  # noqa: ANN201
+    pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from medsort.embed.registry import create_encoder
 

@@ -64,6 +64,12 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="encoder name, e.g. efficientnet_lite0 or biomedclip:DIR",
     )
     command.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the encoder runs (auto: a GPU where onnxruntime-gpu or CUDA torch has one)",
+    )
+    command.add_argument(
         "--export",
         choices=["copy", "link"],
         default=None,
@@ -248,6 +254,7 @@ def run_sort(args: argparse.Namespace) -> int:
         backend=args.backend,
         ray_address=args.address,
         num_workers=args.workers,
+        device=args.device,
     )
     if result_dir and args.open:
         open_report(result_dir)

@@ -34,6 +34,7 @@ def sort_folder(
     backend: str = "local",
     ray_address: str | None = None,
     num_workers: int | None = None,
+    device: str = "auto",
 ) -> Path:
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
@@ -43,6 +44,7 @@ def sort_folder(
     audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
     ``truth_csv`` labels (never used to group). Groups are named from ``reference``
     images, or from the (``vocabulary``'s) text prompts when the encoder embeds text.
+    ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder runs.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
@@ -62,6 +64,7 @@ def sort_folder(
         backend=backend,
         ray_address=ray_address,
         num_workers=num_workers,
+        device=device,
     ).fit(input_dir, exclude=exclude)
     result = sorter.result_
     if reference is not None or hasattr(sorter.encoder_, "embed_text"):

@@ -15,7 +15,7 @@ from medsort import __version__
 from medsort.audit.hygiene import keep_mask
 from medsort.embed.cache import EmbeddingCache, default_cache_dir
 from medsort.embed.registry import Encoder, create_encoder
-from medsort.embed.stream import Embedded, embed_files
+from medsort.embed.stream import Embedded, decode_options, embed_files
 from medsort.group import TwoLevelGrouper
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
@@ -54,6 +54,9 @@ class Sorter:
         Ray cluster to join (``"auto"``, ``"ray://head:10001"``); ``None`` starts a local one.
     num_workers : int or None
         Ray encoder actors; ``None`` picks one per 4 CPUs of the cluster.
+    device : {"auto", "cpu", "cuda"}
+        Where a registered encoder runs: ``"auto"`` uses a GPU where its runtime offers
+        one (``onnxruntime-gpu``, CUDA torch), else the CPU. Ignored for encoder objects.
 
     Attributes
     ----------
@@ -83,6 +86,7 @@ class Sorter:
         backend: str = "local",
         ray_address: str | None = None,
         num_workers: int | None = None,
+        device: str = "auto",
     ) -> None:
         self.encoder = encoder
         self.n_clusters = n_clusters
@@ -96,6 +100,7 @@ class Sorter:
         self.backend = backend
         self.ray_address = ray_address
         self.num_workers = num_workers
+        self.device = device
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -146,7 +151,7 @@ class Sorter:
 
     def _make_encoder(self) -> Encoder:
         if isinstance(self.encoder, str):
-            return create_encoder(self.encoder)
+            return create_encoder(self.encoder, device=self.device)
         return self.encoder
 
     def _embed(self, files: list[Path]) -> Embedded:
@@ -164,7 +169,7 @@ class Sorter:
                 files,
                 self.encoder_,
                 cache,
-                options=self.read_options,
+                options=decode_options(self.read_options, self.encoder_),
                 batch_size=self.batch_size,
                 progress=self.progress,
             )
@@ -183,7 +188,7 @@ class Sorter:
             files,
             self.encoder,
             cache,
-            options=self.read_options,
+            options=decode_options(self.read_options, self.encoder_),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             address=self.ray_address,

@@ -7,7 +7,23 @@ beyond them); high on both flags a likely shortcut. Hygiene checks find exact an
 duplicates, outliers and low-quality images. See ``docs/audit.md``.
 """
 
-from medsort.audit.hygiene import keep_mask
-from medsort.audit.run import AuditSettings, duplicate_keep_mask, load_audit, run_audit
+from __future__ import annotations
 
-__all__ = ["AuditSettings", "duplicate_keep_mask", "keep_mask", "load_audit", "run_audit"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "keep_mask": "medsort.audit.hygiene",
+    "AuditSettings": "medsort.audit.run",
+    "duplicate_keep_mask": "medsort.audit.run",
+    "load_audit": "medsort.audit.run",
+    "run_audit": "medsort.audit.run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `medsort --help` imports no pandas or scikit-learn.
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,6 +44,7 @@ from torch.nn import functional
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from medsort.embed.registry import PreprocessConfig, register_encoder
+from medsort.embed.runtime import DEVICES, choose_torch_device
 
 HF_REPO_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 CONFIG_FILE = "open_clip_config.json"
@@ -500,7 +501,7 @@ class BiomedCLIPEncoder:
         ``"crop"`` (default) matches open_clip's preprocessing (shorter side to 224, centre
         crop); ``"pad"`` keeps the whole image.
     device : str or torch.device
-        Where the model runs.
+        Where the model runs; ``"auto"`` (default) is CUDA when torch sees one, else CPU.
 
     Attributes
     ----------
@@ -510,7 +511,7 @@ class BiomedCLIPEncoder:
     """
 
     def __init__(
-        self, path: str | Path, resize_mode: str = "crop", device: str | torch.device = "cpu"
+        self, path: str | Path, resize_mode: str = "crop", device: str | torch.device = "auto"
     ) -> None:
         directory = Path(path).expanduser()
         check_model_dir(directory)
@@ -527,6 +528,8 @@ class BiomedCLIPEncoder:
         model = BiomedCLIPModel(arch)
         load_weights(model, state)
         del state
+        if isinstance(device, str) and device in DEVICES:
+            device = choose_torch_device(device, torch.cuda.is_available())
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.arch = arch
@@ -555,8 +558,9 @@ class BiomedCLIPEncoder:
         ).input_ids
 
     @torch.inference_mode()
-    def embed(self, batch: torch.Tensor) -> np.ndarray:
+    def embed(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
         """L2-normalised image features ``(B, dim)`` of a normalised ``(B, 3, S, S)`` batch."""
+        batch = torch.as_tensor(batch)
         size = self.config.size
         if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, size, size):
             raise ValueError(f"Expected a (B, 3, {size}, {size}) batch, got {tuple(batch.shape)}.")

@@ -1,6 +1,7 @@
 """A registry of named encoders, each with its own preprocessing config (the timm pattern).
 
-``create_encoder("efficientnet_lite0")`` builds the offline default;
+``create_encoder("efficientnet_lite0")`` builds the offline default (ONNX Runtime);
+``create_encoder("efficientnet_lite0_torch")`` the same network in torch (``medsort[torch]``);
 ``create_encoder("biomedclip:/path/to/dir")`` passes ``/path/to/dir`` as the factory's
 first argument.
 """
@@ -9,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-if TYPE_CHECKING:  # annotations only: asking the registry about a name needs no torch
-    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,8 +43,8 @@ class Encoder(Protocol):
     config: PreprocessConfig
     dim: int
 
-    def embed(self, batch: torch.Tensor) -> np.ndarray:
-        """Map a normalised ``(B, 3, S, S)`` float tensor to ``(B, dim)`` float32 features."""
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Map a normalised ``(B, 3, S, S)`` float32 array to ``(B, dim)`` float32 features."""
         ...
 
 
@@ -101,10 +99,27 @@ def create_encoder(spec: str, **kwargs: object) -> Encoder:
 
 
 def _load_builtin_encoders() -> None:
-    # Importing the module runs its @register_encoder decorators.
-    from medsort.embed import efficientnet  # noqa: F401
+    # Importing the module runs its @register_encoder decorators (it imports no runtime).
+    from medsort.embed import onnx_encoder
 
+    for variant in onnx_encoder.VARIANTS:
+        _REGISTRY.setdefault(variant + "_torch", _torch_lite(variant))
     _REGISTRY.setdefault("biomedclip", _biomedclip)
+
+
+def _torch_lite(variant: str) -> EncoderFactory:
+    def create(device: str = "auto") -> Encoder:
+        # Imported on use: torch is the optional extra medsort[torch].
+        try:
+            from medsort.embed.efficientnet import EfficientNetLiteEncoder
+        except ImportError as error:
+            raise ImportError(
+                f"The {variant}_torch encoder needs torch: pip install 'medsort[torch]' "
+                "(CPU-only: see the README)."
+            ) from error
+        return EfficientNetLiteEncoder(variant, device=device)
+
+    return create
 
 
 def _biomedclip(*args: object, **kwargs: object) -> Encoder:
@@ -113,6 +128,7 @@ def _biomedclip(*args: object, **kwargs: object) -> Encoder:
         from medsort.embed.biomedclip import create_biomedclip
     except ImportError as error:
         raise ImportError(
-            "The biomedclip encoder needs transformers: pip install 'medsort[biomedclip]'."
+            "The biomedclip encoder needs torch and transformers: pip install "
+            "'medsort[biomedclip]' (CPU-only torch: see the README)."
         ) from error
     return create_biomedclip(*args, **kwargs)  # type: ignore[arg-type]

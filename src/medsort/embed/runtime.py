@@ -1,15 +1,23 @@
-"""In-process CPU runtime tuning for the embedding stage.
+"""In-process runtime choices for the embedding stage: threads, devices, malloc tuning.
 
-Why: a CNN forward pass on a batch of images allocates activations far larger than
-glibc's dynamic mmap threshold (at most 32 MiB). Each one is ``mmap``-ed, touched page by
-page (a minor page fault per 4 KiB page) and ``munmap``-ed again on free, and memory freed
-at the top of the heap is trimmed back to the kernel. With EfficientNet-Lite0 at batch 32
-that is ~15,000 minor faults per image and up to half the CPU time spent in the kernel.
-:func:`tune_cpu_runtime` makes the process keep and reuse that memory, which is what
-``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736`` did from the
-environment; the features are bitwise identical (only where memory comes from changes).
+Threads: :func:`inference_threads` is how many intra-op threads an encoder's runtime
+(ONNX Runtime or torch) gets; :func:`tune_cpu_runtime` can set it, as each Ray actor does
+for its CPU share.
 
-:func:`optimize_model` returns a faster but numerically equivalent inference module.
+Devices: :func:`choose_providers` and :func:`choose_torch_device` turn ``--device``
+(``cpu``, ``cuda``, ``auto``) into an ONNX Runtime provider list or a torch device.
+
+Malloc, for torch only: a CNN forward pass on a batch of images allocates activations far
+larger than glibc's dynamic mmap threshold (at most 32 MiB). Each one is ``mmap``-ed,
+touched page by page (a minor page fault per 4 KiB page) and ``munmap``-ed again on free,
+and memory freed at the top of the heap is trimmed back to the kernel. With
+EfficientNet-Lite0 at batch 32 that is ~15,000 minor faults per image and up to half the
+CPU time spent in the kernel. :func:`tune_malloc` makes the process keep and reuse that
+memory, which is what ``MALLOC_MMAP_THRESHOLD_=4294967296
+MALLOC_TRIM_THRESHOLD_=68719476736`` did from the environment; the features are bitwise
+identical (only where memory comes from changes). ONNX Runtime does not need it: its CPU
+arena allocator keeps and reuses activation memory itself (measured: the same minor
+faults per image with and without, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -17,11 +25,17 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import warnings
+from collections.abc import Sequence
 
-import torch
+__all__ = [
+    "tune_cpu_runtime",
+    "tune_malloc",
+    "inference_threads",
+    "choose_providers",
+    "choose_torch_device",
+]
 
-__all__ = ["tune_cpu_runtime", "optimize_model"]
+DEVICES = ("auto", "cpu", "cuda")
 
 # mallopt(3) parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
@@ -34,6 +48,7 @@ _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1
 
 _applied: dict[str, bool] | None = None
+_threads: int | None = None
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -60,7 +75,79 @@ def _user_tuned_malloc() -> bool:
 
 
 def tune_cpu_runtime(num_threads: int | None = None) -> dict[str, bool]:
-    """Stop glibc from returning and re-faulting the memory of every forward pass.
+    """Set the encoders' intra-op thread count and, where torch is loaded, tune malloc.
+
+    Parameters
+    ----------
+    num_threads : int or None, optional
+        Threads for encoders built from now on (:func:`inference_threads`), and
+        ``torch.set_num_threads`` if torch is already imported. ``None`` keeps the default.
+
+    Returns
+    -------
+    dict of str to bool
+        What :func:`tune_malloc` applied (empty when torch is not loaded).
+    """
+    global _threads
+    if num_threads is not None:
+        _threads = max(1, int(num_threads))
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(_threads)
+    if "torch" in sys.modules:
+        return tune_malloc()
+    return {}
+
+
+def inference_threads() -> int:
+    """Intra-op threads for an encoder: as set by :func:`tune_cpu_runtime`, else every CPU
+    this process may run on (``$MEDSORT_THREADS`` overrides)."""
+    if _threads is not None:
+        return _threads
+    if os.environ.get("MEDSORT_THREADS", "").isdigit():
+        return max(1, int(os.environ["MEDSORT_THREADS"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_device(device: str) -> str:
+    """Return ``device`` if it is one of ``auto``, ``cpu``, ``cuda``; else raise ValueError."""
+    if device not in DEVICES:
+        raise ValueError(f"Unknown device {device!r}: use one of {', '.join(DEVICES)}.")
+    return device
+
+
+def choose_providers(device: str, available: Sequence[str]) -> list[str]:
+    """ONNX Runtime execution providers for ``device``, given the ``available`` ones.
+
+    ``auto`` takes CUDA where ``onnxruntime-gpu`` offers it, else the CPU; ``cuda`` insists
+    on it (ValueError naming the fix otherwise); ``cpu`` never uses a GPU. The CPU provider
+    is always last, for any operator CUDA does not implement.
+    """
+    check_device(device)
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise ValueError(
+            "--device cuda needs ONNX Runtime's CUDA provider: pip install onnxruntime-gpu "
+            f"(available here: {', '.join(available) or 'none'})."
+        )
+    if device != "cpu" and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def choose_torch_device(device: str, cuda_available: bool) -> str:
+    """``"cuda"`` or ``"cpu"`` for a torch encoder, by the rules of :func:`choose_providers`."""
+    check_device(device)
+    if device == "cuda" and not cuda_available:
+        raise ValueError("--device cuda: torch sees no CUDA device here.")
+    return "cuda" if device != "cpu" and cuda_available else "cpu"
+
+
+def tune_malloc() -> dict[str, bool]:
+    """Stop glibc from returning and re-faulting the memory of every torch forward pass.
 
     Sets, through ``mallopt(3)``:
 
@@ -76,12 +163,6 @@ def tune_cpu_runtime(num_threads: int | None = None) -> dict[str, bool]:
     ``MALLOC_*_`` variables or ``glibc.malloc`` tunables, and is a silent no-op on
     platforms without glibc.
 
-    Parameters
-    ----------
-    num_threads : int or None, optional
-        If given, also ``torch.set_num_threads(num_threads)``. ``None`` leaves torch's
-        default (one thread per physical core) alone.
-
     Returns
     -------
     dict of str to bool
@@ -90,8 +171,6 @@ def tune_cpu_runtime(num_threads: int | None = None) -> dict[str, bool]:
         result of the first one.
     """
     global _applied
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
     if _applied is not None:
         return dict(_applied)
     applied: dict[str, bool] = {}
@@ -103,74 +182,3 @@ def tune_cpu_runtime(num_threads: int | None = None) -> dict[str, bool]:
         applied["trim_threshold"] = libc.mallopt(_M_TRIM_THRESHOLD, -1) == 1
     _applied = applied
     return dict(applied)
-
-
-class _MethodCall(torch.nn.Module):
-    """Expose ``model.<method>`` as ``forward`` so that it can be traced."""
-
-    def __init__(self, model: torch.nn.Module, method: str) -> None:
-        super().__init__()
-        self.model = model
-        self.method = method
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return getattr(self.model, self.method)(x)
-
-
-def optimize_model(
-    model: torch.nn.Module,
-    example: torch.Tensor,
-    method: str = "forward",
-    atol: float = 1e-4,
-) -> torch.nn.Module:
-    """Trace and freeze ``model.<method>`` for faster CPU inference.
-
-    ``torch.jit.trace`` + ``torch.jit.freeze`` folds each BatchNorm into the preceding
-    convolution, inlines the weights and removes Python dispatch per layer; for
-    EfficientNet-Lite0 that is about 20-30% less CPU time per image. Outputs differ from
-    eager only by float rounding (about 1.5e-5 max abs on its pooled features, 2.5e-6 of
-    their range), so they are not bitwise identical to the eager model's.
-
-    The traced module is checked against eager on ``example``; if it differs by more than
-    ``atol`` (or tracing fails) a plain eager wrapper is returned instead. Either way the
-    result maps a batch to what ``model.<method>(batch)`` returns; call it under
-    ``torch.inference_mode()`` or ``torch.no_grad()``. Any batch size works; the first
-    call at a new batch size is slower while the JIT re-specialises.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Model to optimise; it is put in eval mode, and must not change control flow with
-        the input's values (shape-independent control flow, as in CNNs, is fine).
-    example : torch.Tensor
-        A representative input batch, e.g. ``(32, 3, 224, 224)`` float32; only its first
-        two items are run.
-    method : str, optional
-        Name of the method to trace, e.g. ``"extract_features"``. Default ``"forward"``.
-    atol : float, optional
-        Largest accepted absolute difference from eager on ``example``.
-
-    Returns
-    -------
-    torch.nn.Module
-        A frozen ``torch.jit.ScriptModule``, or the eager wrapper as a fallback.
-    """
-    wrapper = _MethodCall(model.eval(), method).eval()
-    with torch.inference_mode(False), torch.no_grad():
-        # A normal tensor even if made in inference mode; a few items are enough to trace
-        # and check, and keep this cheap (the JIT specialises on the real batches later).
-        example = example[:2].detach().clone()
-        try:
-            with warnings.catch_warnings():  # TorchScript is deprecated, still the fastest here
-                warnings.simplefilter("ignore", DeprecationWarning)
-                warnings.simplefilter("ignore", FutureWarning)
-                traced = torch.jit.trace(wrapper, example, check_trace=False)
-                frozen = torch.jit.freeze(traced)
-            for _ in range(2):  # the profiling executor optimises after its first runs
-                frozen(example)
-            expected = wrapper(example)
-            if torch.allclose(frozen(example), expected, rtol=0.0, atol=atol):
-                return frozen
-        except (RuntimeError, TypeError):
-            pass
-    return wrapper

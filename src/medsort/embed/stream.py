@@ -1,7 +1,9 @@
 """Embed stage: read, preprocess and embed every file, streaming and cached.
 
-Decoding runs in background threads while the model works on the previous batch;
+Decoding runs in background threads while the model works on the previous batch (PIL's
+decoders and resizers, and ONNX Runtime, release the GIL, so threads use every core);
 a bounded queue keeps memory flat however many images (or slide tiles) there are.
+JPEGs are decoded at the smallest DCT scale that still covers the encoder's input.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,7 @@ def embed_files(
     progress : bool
         Show progress bars.
     """
-    options = options or ReadOptions()
+    options = decode_options(options or ReadOptions(), encoder)
     token = options.cache_token()
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
@@ -120,6 +122,15 @@ def embed_files(
         skipped,
         n_embedded=len(pending) - sum(entry.error is not None for entry in pending.values()),
     )
+
+
+def decode_options(options: ReadOptions | None, encoder: Encoder) -> ReadOptions:
+    """``options`` with ``draft_size`` set to the encoder's input size, unless already chosen
+    (``0`` keeps full-size decoding)."""
+    options = options or ReadOptions()
+    if options.draft_size is None:
+        return replace(options, draft_size=encoder.config.size)
+    return options
 
 
 def embed_pending(

@@ -50,6 +50,10 @@ class ReadOptions:
     keep_tags: tuple[str, ...] = ()
     """Extra DICOM keywords to copy into item metadata. Empty by default: only the
     non-identifying allow-list of :mod:`medsort.io.phi` is ever copied otherwise."""
+    draft_size: int | None = None
+    """JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8, in the DCT) while both sides
+    stay at least this many pixels; ``None`` or ``0`` decodes full size. The embed stage
+    sets it to the encoder's input size, which is all the encoder sees."""
 
     def cache_token(self) -> str:
         return ";".join(f"{key}={value}" for key, value in sorted(asdict(self).items()))
@@ -155,6 +159,9 @@ class RasterReader:
                         f"image too large ({image.width}x{image.height}); "
                         "open it as a whole-slide image"
                     )
+                size = image.size
+                if options.draft_size and image.format == "JPEG":
+                    image.draft(image.mode, (options.draft_size, options.draft_size))
                 image.load()
             except (UnidentifiedImageError, Image.DecompressionBombError) as error:
                 raise ReadError(f"not a readable image: {_describe(error)}") from error
@@ -164,8 +171,8 @@ class RasterReader:
                 raise ReadError(f"corrupt or truncated image: {_describe(error)}") from error
         meta = {
             "format": (image.format or path.suffix.lstrip(".")).upper(),
-            "width": image.width,
-            "height": image.height,
+            "width": size[0],
+            "height": size[1],
             "mode": image.mode,
             "bit_depth": _bit_depth(image),
             "compression": str(image.info.get("compression", "")),

@@ -1,4 +1,4 @@
-"""Preprocess stage: turn a display image into an encoder's input tensor."""
+"""Preprocess stage: turn a display image into an encoder's input array."""
 
 from medsort.preprocess.transforms import to_model_input, to_tensor_batch
 

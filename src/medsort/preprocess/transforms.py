@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 
 from medsort.embed.registry import PreprocessConfig
@@ -52,9 +51,16 @@ def _resize_and_crop(image: Image.Image, config: PreprocessConfig) -> np.ndarray
     return np.asarray(image.crop((left, top, left + size, top + size)))
 
 
-def to_tensor_batch(images: list[np.ndarray], config: PreprocessConfig) -> torch.Tensor:
-    """Stack ``(S, S, 3)`` uint8 images into a normalised ``(B, 3, S, S)`` float tensor."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(config.mean).view(1, 3, 1, 1)
-    std = torch.tensor(config.std).view(1, 3, 1, 1)
-    return batch.sub_(mean).div_(std)
+def to_tensor_batch(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:
+    """Stack ``(S, S, 3)`` uint8 images into a normalised ``(B, 3, S, S)`` float32 array.
+
+    A numpy array, so the default (ONNX Runtime) encoders need no torch; torch encoders
+    take it with ``torch.as_tensor``.
+    """
+    stacked = np.stack(images).transpose(0, 3, 1, 2)
+    batch = np.empty(stacked.shape, dtype=np.float32)
+    np.copyto(batch, stacked, casting="unsafe")  # one pass: transpose and convert
+    batch /= 255.0
+    batch -= np.asarray(config.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(config.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return batch

