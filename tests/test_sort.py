@@ -90,15 +90,20 @@ def test_skipped_lists_every_broken_file(sorted_demo: tuple[Path, Path, dict[str
 
 
 def test_report_is_self_contained(sorted_demo: tuple[Path, Path, dict[str, str]]) -> None:
+    import json
+    import re
+
     _, out, _ = sorted_demo
     report = (out / "report.html").read_text()
-    table = pd.read_csv(out / "assignments.csv")
-    reps = table[table["representative"]]
-    assert report.count("data:image/jpeg;base64,") >= len(reps)
-    for path in reps["path"]:
-        assert f'alt="{path}"' in report
-    assert "<svg" in report and report.count("<circle") == len(table)
-    assert 'src="http' not in report and 'href="http' not in report
+    table = pd.read_csv(out / "assignments.csv", keep_default_na=False)
+    block = re.search(r'<script type="application/json" id="medsort-data">(.*?)</script>', report)
+    data = json.loads(block.group(1))
+    assert data["items"]["path"] == table["path"].tolist()
+    # every image has its own thumbnail file beside the report (relative, works from file://)
+    thumbs = data["items"]["thumb"]
+    assert all(t.startswith("thumbs/") and (out / t).is_file() for t in thumbs)
+    assert len(set(thumbs)) == len(table)
+    assert 'src="http' not in report and 'href="http' not in report and "<link" not in report
     for group in table["group"].unique():
         assert f"Group {group}" in report
     assert "broken.jpg" in report

@@ -14,6 +14,7 @@ from medsort.io.arguments import existing_file, existing_path, number_between, v
 from medsort.io.arguments import whole_number as at_least
 
 Command = Callable[[argparse.Namespace], int]
+QUIET_HELP = "no progress bars or messages"
 
 # Later stages add their own subcommands through ``add_commands(subparsers)``.
 STAGE_COMMANDS: tuple[str, ...] = ("medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli")
@@ -88,8 +89,15 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="embedding cache (default: $MEDSORT_CACHE_DIR or ~/.cache/medsort)",
     )
     command.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    command.add_argument("--batch-size", type=at_least(1), default=32)
-    command.add_argument("--seed", type=at_least(0), default=0)
+    command.add_argument(
+        "--batch-size", type=at_least(1), default=32, help="images per encoder batch (default 32)"
+    )
+    command.add_argument(
+        "--seed",
+        type=at_least(0),
+        default=0,
+        help="random seed for grouping and the map: the same seed gives the same groups",
+    )
     command.add_argument(
         "--window", default=None, help="CT/DICOM window: lung, soft-tissue, bone, brain, or C,W"
     )
@@ -158,7 +166,10 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         default=None,
         help="CSV with path,label: only for the audit, never to group",
     )
-    command.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    command.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    command.add_argument(
+        "--open", action="store_true", help="open report.html in the web browser when done"
+    )
     _add_backend_options(command)
 
 
@@ -197,14 +208,26 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
         default=Path("medsort-demo"),
         help="output folder (default: ./medsort-demo)",
     )
-    command.add_argument("--quiet", action="store_true")
+    command.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    command.add_argument(
+        "--open", action="store_true", help="open report.html in the web browser when done"
+    )
     command.set_defaults(run=run_demo)
 
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser("eval", help="score a sort against known labels")
     command.add_argument("out", type=Path, help="output folder of a sort")
-    command.add_argument("--truth", type=existing_file, required=True, help="CSV with path,label")
+    command.add_argument(
+        "--truth",
+        type=existing_file,
+        required=True,
+        help="CSV with path,label; paths relative to the input folder or to its parent "
+        "(images/a.png), or bare file names where they are unique",
+    )
+    command.add_argument(
+        "--quiet", action="store_true", help="print the scores only, no notes on matching"
+    )
     command.set_defaults(run=run_eval)
 
 
@@ -212,10 +235,12 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser("models", help="list encoders or download weights")
     actions = command.add_subparsers(title="actions")
     listing = actions.add_parser("list", help="list the registered encoders")
+    listing.add_argument("--quiet", action="store_true", help="names only (the default output)")
     listing.set_defaults(run=run_models_list)
     download = actions.add_parser("download", help="download weights (needs internet)")
-    download.add_argument("model", choices=["biomedclip"])
-    download.add_argument("target", type=Path)
+    download.add_argument("model", choices=["biomedclip"], help="which model's weights")
+    download.add_argument("target", type=Path, help="folder to put the weights in")
+    download.add_argument("--quiet", action="store_true", help="do not print the folder")
     download.set_defaults(run=run_models_download)
 
 
@@ -244,7 +269,18 @@ def run_sort(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=args.device,
     )
+    if result_dir and args.open:
+        open_report(result_dir)
     return 0 if result_dir else 1
+
+
+def open_report(out_dir: Path) -> None:
+    """Show ``OUT/report.html`` in the user's web browser (a file, no server)."""
+    import webbrowser
+
+    report = (Path(out_dir) / "report.html").resolve()
+    if not webbrowser.open(report.as_uri()):
+        print(f"medsort: no web browser found; open {report}", file=sys.stderr)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -260,13 +296,15 @@ def run_demo(args: argparse.Namespace) -> int:
             f"ACC {scores['acc']:.2f}, NMI {scores['nmi']:.2f}, ARI {scores['ari']:.2f} "
             f"({scores['n_groups']} groups for {scores['n_classes']} classes)"
         )
+    if args.open:
+        open_report(args.out)
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from medsort.evaluate import evaluate
 
-    scores = evaluate(args.out, args.truth)
+    scores = evaluate(args.out, args.truth, quiet=args.quiet)
     print(json.dumps(scores, indent=2))
     return 0
 
@@ -281,7 +319,9 @@ def run_models_list(args: argparse.Namespace) -> int:
 def run_models_download(args: argparse.Namespace) -> int:
     from medsort.embed.biomedclip import download_biomedclip
 
-    print(download_biomedclip(args.target))
+    folder = download_biomedclip(args.target)
+    if not args.quiet:
+        print(folder)
     return 0
 
 

@@ -86,7 +86,9 @@ class SortResult:
         return path
 
     def save(self, out_dir: Path) -> None:
-        """Write the folder's files, each atomically, ``run.json`` after the data."""
+        """Write the tables, each atomically, and ``run.json`` after the data;
+        :func:`medsort.report.save_folder` adds the audit and ``report.html``, as
+        ``medsort sort`` does."""
         out_dir = Path(out_dir)
         with writing(out_dir):
             write_csv(self.assignments, out_dir / ASSIGNMENTS)

@@ -25,7 +25,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--truth", type=existing_file, default=None, help="CSV with path,label (only to audit)"
     )
     command.add_argument("--no-quality", action="store_true", help="do not re-read pixels")
-    command.add_argument("--quiet", action="store_true")
+    command.add_argument("--quiet", action="store_true", help="no summary of the findings")
     command.set_defaults(run=run_audit_command)
 
 

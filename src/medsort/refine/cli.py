@@ -27,6 +27,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="CSV path,label of the images labelled so far (default: the last `label` run's)",
     )
+    suggest.add_argument("--quiet", action="store_true", help="no messages")
     suggest.set_defaults(run=run_suggest)
     label = commands.add_parser("label", help="predict every image from a few labelled ones")
     label.add_argument("out", type=Path, help="output folder of a sort")
@@ -49,6 +50,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="blend in the encoder's zero-shot class probabilities (text-capable encoders "
         "such as BiomedCLIP); auto: when there are at most 5 labels per class",
     )
+    label.add_argument("--quiet", action="store_true", help="no summary of the predictions")
     label.set_defaults(run=run_label)
 
 
@@ -58,6 +60,8 @@ def run_suggest(args: argparse.Namespace) -> int:
 
     table = suggest_folder(args.out, args.n, args.labels)
     write_report(args.out)
+    if args.quiet:
+        return 0
     print(
         f"Suggested {len(table)} image(s) to label: fill the label column of "
         f"{args.out / TO_LABEL}, then run `medsort label {args.out} --labels FILE`."
@@ -66,11 +70,21 @@ def run_suggest(args: argparse.Namespace) -> int:
 
 
 def run_label(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from medsort.refine.label import label_folder
+    from medsort.refine.suggest import TO_LABEL, suggest_folder
     from medsort.report import write_report
 
     table = label_folder(args.out, args.labels, args.method, not args.closed_set, args.text_prior)
+    # Earlier suggestions were picked without these labels: pick the next ones again.
+    previous = Path(args.out) / TO_LABEL
+    n_suggested = len(pd.read_csv(previous)) if previous.is_file() else 0
+    if n_suggested > 0:
+        suggest_folder(args.out, n_suggested, args.labels)
     write_report(args.out)
+    if args.quiet:
+        return 0
     counts = table["label"].value_counts()
     print(
         f"Predicted {len(table)} image(s): "
@@ -83,4 +97,6 @@ def run_label(args: argparse.Namespace) -> int:
         f"{int(table['disagrees_with_group'].sum())} disagree with their group. "
         f"See {args.out / PREDICTIONS} and the report."
     )
+    if n_suggested > 0:
+        print(f"Refreshed the {n_suggested} suggestions in {args.out / TO_LABEL}.")
     return 0

@@ -1,24 +1,36 @@
-"""``report.html``: one self-contained page to look at the groups.
+"""``report.html``: one self-contained page to browse, review and label the groups.
 
-The report is rebuilt from the output folder alone, so every stage that adds a file
-(names, audit, suggestions, predictions) can simply render it again.
+The page opens offline from disk: its script, style and data are inline, and the only
+other files are the thumbnails in ``thumbs/`` beside it. It is rebuilt from the output
+folder alone, so every stage that adds a file (names, audit, suggestions, predictions)
+can simply render it again; thumbnails are made once and reused.
 """
 
 from __future__ import annotations
 
 import html
 import importlib
+import json
+import os
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from medsort.io.readers import ReadOptions
-from medsort.report.thumbnails import figure, thumbnails_of
+from medsort.report.data import (
+    MAX_MAP_POINTS,
+    MAX_PAGE_ITEMS,
+    group_explanations,
+    page_data,
+    page_rows,
+    shown_part,
+)
+from medsort.report.thumbnails import ThumbnailStore
 from medsort.results import REPORT, SortResult
 
-MAX_MAP_POINTS = 20_000
+MAX_TRAITS = 2
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf", "#393b79", "#e7ba52", "#637939", "#ad494a", "#a55194", "#6b6ecf",
@@ -51,14 +63,31 @@ SECTION_MODULES = (
 )
 
 
-def write_report(out_dir: Path) -> Path:
-    """Render ``OUT_DIR/report.html`` from what the output folder holds."""
+def write_report(out_dir: Path, progress: bool = False) -> Path:
+    """Render ``OUT_DIR/report.html`` (and its ``thumbs/``) from what the folder holds.
+
+    The first build reads every image once for its thumbnail; later builds reuse them.
+    """
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
     _import_section_modules()
-    body = "\n".join(section(result, out_dir) for _, section in _SECTIONS)
+    shown = shown_part(result, page_rows(result.assignments))
+    store = ThumbnailStore(out_dir, read_options(result))
+    thumbs = store.build(shown.assignments, result.source_path, progress=progress)
+    titles = group_titles(result, out_dir)
+    colors = {g: color(g) for g in titles}
+    sizes = result.assignments["group"].value_counts().to_dict()
+    data = page_data(shown, out_dir, thumbs, titles, colors, sizes)
+    data["modality_titles"] = {
+        int(m): modality_title(result.assignments, int(m))
+        for m in sorted(result.assignments["modality_group"].unique())
+    }
+    with store.active():
+        body = "\n".join(section(result, out_dir) for _, section in _SECTIONS)
     target = out_dir / REPORT
-    target.write_text(_page(result, body), encoding="utf-8")
+    partial = target.with_suffix(".html.part")
+    partial.write_text(_page(result, body, data), encoding="utf-8")
+    os.replace(partial, target)
     return target
 
 
@@ -75,18 +104,50 @@ def color(group: int) -> str:
     return PALETTE[group % len(PALETTE)]
 
 
-def group_title(assignments: pd.DataFrame, group: int) -> str:
-    """``Group 3`` or ``Group 3 · pneumonia`` when the group has a name."""
+def group_title(assignments: pd.DataFrame, group: int, traits: list[str] | None = None) -> str:
+    """``Group 3 · pneumonia`` when the group has a name, else ``Group 3`` followed by
+    up to :data:`MAX_TRAITS` of its distinguishing ``traits`` (from the audit)."""
     title = f"Group {group}"
     if "group_name" in assignments.columns:
         names = assignments.loc[assignments["group"] == group, "group_name"]
         name = str(names.iloc[0]) if len(names) else ""
         if name and name != "unnamed":
-            title += f" · {name}"
+            return f"{title} · {name}"
+    if traits:
+        title += " · " + "; ".join(traits[:MAX_TRAITS])
     return title
 
 
-def _page(result: SortResult, body: str) -> str:
+def group_titles(result: SortResult, out_dir: Path) -> dict[int, str]:
+    """Every group's title, with the audit's explanations where the group has no name."""
+    traits = group_explanations(out_dir)
+    return {
+        int(g): group_title(result.assignments, int(g), traits.get(int(g)))
+        for g in sorted(result.assignments["group"].unique())
+    }
+
+
+def modality_title(assignments: pd.DataFrame, modality: int) -> str:
+    """``Modality group 1`` or ``Modality group 1 · chest X-ray`` when it has a name."""
+    title = f"Modality group {modality}"
+    if "modality_name" in assignments.columns:
+        names = assignments.loc[assignments["modality_group"] == modality, "modality_name"]
+        if len(names) and str(names.iloc[0]) not in ("", "unnamed"):
+            title += f" · {names.iloc[0]}"
+    return title
+
+
+def _asset(name: str) -> str:
+    return resources.files("medsort.report").joinpath("assets", name).read_text("utf-8")
+
+
+def _json_for_script(data: dict) -> str:
+    """JSON that cannot end its ``<script>`` element early."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c")
+
+
+def _page(result: SortResult, body: str, data: dict) -> str:
     run = result.run
     n_items = len(result.assignments)
     summary = (
@@ -97,108 +158,96 @@ def _page(result: SortResult, body: str) -> str:
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>medsort report</title>
-<style>{_CSS}</style></head>
-<body><h1>medsort report</h1><p class="summary">{summary}</p>
+<style>{_asset("report.css")}</style></head>
+<body><header><h1>medsort report</h1><p class="summary">{summary}</p>
+<nav id="nav"></nav></header>
+{_REVIEW_BAR}
+<main>
 {body}
-<footer>medsort {html.escape(str(run.get("medsort_version", "")))}</footer>
+</main>
+{_VIEWER}
+<footer>medsort {html.escape(str(run.get("medsort_version", "")))} · this page works offline;
+marks stay in this browser until you download them.</footer>
+<noscript><p class="warning">Turn on JavaScript to browse the images and mark them.</p></noscript>
+<script type="application/json" id="medsort-data">{_json_for_script(data)}</script>
+<script>{_asset("report.js")}</script>
 </body></html>"""
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em}
-.modality{border-left:4px solid #888;padding-left:1em;margin:1.5em 0}
-.group{margin:1em 0}.group h4{margin:.3em 0}
-.swatch{display:inline-block;width:.9em;height:.9em;border-radius:50%;margin-right:.4em}
-.grid{display:flex;flex-wrap:wrap;gap:4px}
-.grid figure{margin:0;width:112px;text-align:center;font-size:10px;overflow:hidden}
-.grid img{width:112px;height:112px;object-fit:contain;background:#000;display:block}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 6px}
-.warning{background:#fff4e5;border:1px solid #f0a030;padding:.6em 1em;margin:.5em 0}
-.muted{color:#777}footer{margin-top:3em;color:#999;font-size:12px}
-"""
+_REVIEW_BAR = """<div id="review" role="toolbar" aria-label="Review">
+<b>Review</b>
+<label>Class <input id="class-name" list="class-list" placeholder="type a class name"
+ autocomplete="off" size="18"></label><datalist id="class-list"></datalist>
+<label title="When on, clicking an image marks it with the class instead of opening it">
+<input type="checkbox" id="mark-mode" autocomplete="off"> clicks mark images</label>
+<span id="mark-count">0 images marked</span>
+<button id="download" type="button">Download labels.csv</button>
+<button id="clear-marks" type="button">Clear marks</button>
+<span id="review-status" class="muted" aria-live="polite"></span>
+<details class="howto"><summary>How</summary><p>Type a class name, then turn on
+<i>clicks mark images</i> and click images, or use <i>This whole group is …</i> on a group.
+A single image's mark wins over its group's. Marks are kept in this browser. Download
+<code>labels.csv</code> and run <code>medsort label OUT --labels labels.csv</code> to
+predict every image.</p></details>
+</div>"""
+
+_VIEWER = """<div id="viewer" hidden role="dialog" aria-modal="true" aria-label="Image">
+<div class="vbox">
+<div class="vbar"><button id="v-prev" type="button" title="previous in group (←)">‹</button>
+<span id="v-pos"></span>
+<button id="v-next" type="button" title="next in group (→)">›</button>
+<button id="v-close" type="button" title="close (Esc)">×</button></div>
+<div class="vmain"><div class="vimage"><img id="v-img" alt=""></div>
+<div class="vside"><table id="v-info"></table>
+<p><button id="v-mark" type="button">Mark as …</button>
+<button id="v-unmark" type="button">Remove mark</button></p>
+<p><label>Move to group <select id="v-move"></select></label></p>
+<p><a id="v-open" href="#" target="_blank" rel="noopener">open the original file</a></p>
+</div></div>
+<h4>Nearest neighbours</h4><div class="grid" id="v-neighbours"></div>
+</div></div>"""
 
 
 @register_section(50)
 def groups_section(result: SortResult, out_dir: Path) -> str:
-    """Groups nested under their modality group, each a grid of its most typical images."""
-    assignments = result.assignments
-    options = _read_options(result)
-    reps = assignments[assignments["representative"].astype(str).str.lower() == "true"]
-    thumbnails = thumbnails_of(reps, result.source_path, options)
-    parts = ["<h2>Groups</h2>"]
-    for modality, in_modality in assignments.groupby("modality_group", sort=True):
-        parts.append(
-            f'<div class="modality"><h3>{_modality_title(assignments, modality)} '
-            f'<span class="muted">({len(in_modality)} images)</span></h3>'
-        )
-        for group, members in in_modality.groupby("group", sort=True):
-            parts.append(_group_block(result, int(group), members, reps, thumbnails))
-        parts.append("</div>")
-    return "\n".join(parts)
-
-
-def _modality_title(assignments: pd.DataFrame, modality: int) -> str:
-    title = f"Modality group {modality}"
-    if "modality_name" in assignments.columns:
-        names = assignments.loc[assignments["modality_group"] == modality, "modality_name"]
-        if len(names) and str(names.iloc[0]) not in ("", "unnamed"):
-            title += f" · {html.escape(str(names.iloc[0]))}"
-    return title
-
-
-def _group_block(
-    result: SortResult,
-    group: int,
-    members: pd.DataFrame,
-    reps: pd.DataFrame,
-    thumbnails: dict[tuple[str, str], str],
-) -> str:
-    figures = [
-        figure(thumbnails.get((row["path"], row["item"]), ""), row["path"], row["item"])
-        for _, row in reps[reps["group"] == group].sort_values("distance").iterrows()
-    ]
-    title = html.escape(group_title(result.assignments, group))
+    """Every image of every group, paged, most typical first (drawn by the page script)."""
+    sampled = (
+        f" With more than {MAX_PAGE_ITEMS:,} images the page holds part of each group: its "
+        "most and least typical images and an even spread between; marks apply to those "
+        "images only, and every image is in <code>assignments.csv</code>."
+        if len(result.assignments) > MAX_PAGE_ITEMS
+        else ""
+    )
     return (
-        f'<div class="group"><h4><span class="swatch" style="background:{color(group)}"></span>'
-        f'{title} <span class="muted">({len(members)} images)</span></h4>'
-        f'<div class="grid">{"".join(figures)}</div></div>'
+        '<section id="groups"><h2>Groups</h2><p class="muted">Each group is a set of images '
+        "the encoder finds alike. Images go from the most typical (closest to the group's "
+        f"centre) to the least typical; click one to see it large.{sampled}</p>"
+        '<div id="gallery"></div></section>'
     )
 
 
 @register_section(40)
 def map_section(result: SortResult, out_dir: Path) -> str:
     """A 2D map of all images (a sample above ``MAX_MAP_POINTS``), coloured by group."""
-    assignments = result.assignments
-    if len(assignments) > MAX_MAP_POINTS:
-        assignments = assignments.sample(MAX_MAP_POINTS, random_state=0)
-    xy = assignments[["map_x", "map_y"]].to_numpy(dtype=float)
-    if len(xy) == 0 or not np.isfinite(xy).all():
+    if result.assignments.empty:
         return ""
-    # Percentiles, not min/max: a few far outliers would squeeze everything else.
-    low, high = np.percentile(xy, 1, axis=0), np.percentile(xy, 99, axis=0)
-    span = np.where(high - low > 0, high - low, 1.0)
-    scaled = np.clip((xy - low) / span, -0.02, 1.02) * 540 + 30
-    circles = "".join(
-        f'<circle cx="{x:.1f}" cy="{600 - y:.1f}" r="3" fill="{color(int(g))}">'
-        f"<title>{html.escape(p)} (group {int(g)})</title></circle>"
-        for (x, y), g, p in zip(scaled, assignments["group"], assignments["path"], strict=True)
-    )
-    legend = "".join(
-        f'<span style="margin-right:1em"><span class="swatch" style="background:{color(int(g))}">'
-        f"</span>{html.escape(group_title(result.assignments, int(g)))}</span>"
-        for g in sorted(result.assignments["group"].unique())
-    )
     note = (
         f" (a random sample of {MAX_MAP_POINTS})"
         if len(result.assignments) > MAX_MAP_POINTS
         else ""
     )
     return (
-        f"<h2>Map of all images{note}</h2><p>{legend}</p>"
-        f'<svg width="600" height="620" viewBox="0 0 600 620" '
-        f'style="border:1px solid #eee;opacity:.9">{circles}</svg>'
+        f'<section id="map"><h2>Map of all images{note}</h2>'
+        '<p class="muted">Each dot is an image; images that look alike to the encoder lie '
+        "close together. The axes have no units (a 2-D projection of the image features). "
+        "Hover a dot to see the image, click it to open it, drag to draw a lasso around "
+        "dots, click a group below to highlight it.</p>"
+        '<div id="legend"></div><div class="maplayout"><div class="mapwrap">'
+        '<canvas id="map-canvas" width="640" height="640"></canvas><div id="map-tip" hidden>'
+        '</div></div><div id="selection"><p class="muted">Draw a lasso around dots to '
+        "list those images here and mark them together.</p></div></div></section>"
     )
 
 
@@ -217,6 +266,7 @@ def skipped_section(result: SortResult, out_dir: Path) -> str:
     )
 
 
-def _read_options(result: SortResult) -> ReadOptions:
+def read_options(result: SortResult) -> ReadOptions:
+    """The read options the sort used (from ``run.json``)."""
     saved = result.run.get("read_options", {})
     return ReadOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})

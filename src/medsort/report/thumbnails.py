@@ -1,11 +1,24 @@
-"""Small embedded thumbnails of the user's images, re-read from the source files."""
+"""Thumbnails of the user's images, read through medsort's readers (io/).
+
+The report shows every image, so :class:`ThumbnailStore` writes one JPEG per item into
+``OUT_DIR/thumbs/`` (beside ``report.html``, so relative paths work from ``file://``).
+A thumbnail is named by a hash of the file's path, size and modification time, the item
+and the read options: rebuilding the report after ``label`` or ``audit`` reads no source
+file again, and a changed file or option gets a new thumbnail. While a store is
+:meth:`~ThumbnailStore.active`, :func:`thumbnails_of` and :func:`thumbnail_uri` answer
+from it too, so every report section shares the cached files.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +27,15 @@ from PIL import Image
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 
 THUMB_SIZE = 112
+PREVIEW_SIZE = 256
+"""Side of the cached thumbnails: sharp in the grid, and the large view's image."""
+THUMB_DIR = "thumbs"
+
+_ACTIVE: ThumbnailStore | None = None
 
 
 def thumbnail_uri(path: Path, item: str, options: ReadOptions, size: int = THUMB_SIZE) -> str:
-    """A ``data:`` URI holding a JPEG thumbnail of one item, or ``""`` if it cannot be read."""
+    """A thumbnail ``src`` for one item (a ``data:`` URI), or ``""`` if it cannot be read."""
     return thumbnail_uris(path, {item}, options, size).get(item, "")
 
 
@@ -28,17 +46,15 @@ def thumbnail_uris(
 
     Reading stops once every wanted item is found, so a slide's or multi-frame file's
     representatives cost one partial read, not one read each. Items that cannot be read
-    are missing from the result.
+    are missing from the result. Items of the active store come from its folder.
     """
     found: dict[str, str] = {}
-    try:
-        for image in iter_images(path, options):
-            if image.item in items:
-                found[image.item] = _encode(Image.fromarray(image.pixels), size)
-                if len(found) == len(items):
-                    break
-    except (ReadError, OSError):
-        pass
+    if _ACTIVE is not None:
+        found = {i: s for i in items if (s := _ACTIVE.src_of(Path(path), i))}
+    wanted = set(items) - set(found)
+    if wanted:
+        for item, image in _read_items(Path(path), wanted, options):
+            found[item] = _data_uri(image, size)
     return found
 
 
@@ -48,34 +64,176 @@ def thumbnails_of(
     options: ReadOptions,
     size: int = THUMB_SIZE,
 ) -> dict[tuple[str, str], str]:
-    """``(path, item) -> data URI`` for every row (columns ``path``, ``item``), each file
+    """``(path, item) -> src`` for every row (columns ``path``, ``item``), each file
     read once.
 
     ``source_path`` maps a path as stored in the output folder to the file to read
     (:meth:`medsort.results.SortResult.source_path`). Unreadable items are missing.
     """
-    items_by_path: dict[str, set[str]] = {}
-    for path, item in rows[["path", "item"]].itertuples(index=False):
-        items_by_path.setdefault(path, set()).add(item)
     return {
         (path, item): uri
-        for path, items in items_by_path.items()
+        for path, items in _items_by_path(rows).items()
         for item, uri in thumbnail_uris(source_path(path), items, options, size).items()
     }
 
 
+class ThumbnailStore:
+    """JPEG thumbnails of items in ``OUT_DIR/thumbs/``, made once and reused.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The output folder; thumbnails go to its ``thumbs/`` sub-folder.
+    options : ReadOptions
+        How the sort read the pixels (window, frames, ...), part of every name.
+    size : int
+        Longest side of a thumbnail in pixels.
+    """
+
+    def __init__(self, out_dir: Path, options: ReadOptions, size: int = PREVIEW_SIZE) -> None:
+        self.out_dir = Path(out_dir)
+        self.options = options
+        self.size = size
+        self.n_read_ = 0
+        self.n_failed_ = 0
+        self._src: dict[tuple[str, str], str] = {}
+
+    @property
+    def folder(self) -> Path:
+        return self.out_dir / THUMB_DIR
+
+    def build(
+        self,
+        rows: pd.DataFrame,
+        source_path: Callable[[str], Path],
+        progress: bool = False,
+    ) -> list[str]:
+        """The thumbnail of every row (``path``, ``item``) as a path relative to
+        ``out_dir`` (``""`` where the item cannot be read), making the missing ones.
+
+        Thumbnails no row needs any more are deleted.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        names = {
+            (path, item): self._name(source_path(path), item)
+            for path, item in rows[["path", "item"]].itertuples(index=False)
+        }
+        missing = [key for key, name in names.items() if not (self.folder / name).is_file()]
+        self._make(missing, source_path, names, progress)
+        self._prune(set(names.values()))
+        self._src = {}
+        sources = []
+        for (path, item), name in names.items():
+            src = f"{THUMB_DIR}/{name}" if (self.folder / name).is_file() else ""
+            self._src[(str(source_path(path)), item)] = src
+            sources.append(src)
+        by_key = dict(zip(names, sources, strict=True))
+        return [by_key[key] for key in rows[["path", "item"]].itertuples(index=False)]
+
+    def src_of(self, source: Path, item: str) -> str:
+        """The cached thumbnail of ``item`` of the file ``source``, or ``""``."""
+        return self._src.get((str(source), item), "")
+
+    @contextmanager
+    def active(self) -> Iterator[ThumbnailStore]:
+        """Let :func:`thumbnails_of` and :func:`thumbnail_uri` answer from this store."""
+        global _ACTIVE
+        previous, _ACTIVE = _ACTIVE, self
+        try:
+            yield self
+        finally:
+            _ACTIVE = previous
+
+    def _name(self, source: Path, item: str) -> str:
+        try:
+            stat = source.stat()
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        token = f"{source}\0{item}\0{stamp}\0{self.options.cache_token()}\0{self.size}"
+        return hashlib.sha1(token.encode("utf-8")).hexdigest()[:20] + ".jpg"
+
+    def _make(
+        self,
+        keys: list[tuple[str, str]],
+        source_path: Callable[[str], Path],
+        names: dict[tuple[str, str], str],
+        progress: bool,
+    ) -> None:
+        by_path: dict[str, set[str]] = {}
+        for path, item in keys:
+            by_path.setdefault(path, set()).add(item)
+        for n, (path, items) in enumerate(by_path.items(), 1):
+            found = 0
+            for item, image in _read_items(source_path(path), items, self.options):
+                _write_jpeg(image, self.size, self.folder / names[(path, item)])
+                found += 1
+            self.n_read_ += found
+            self.n_failed_ += len(items) - found
+            if progress and (n % 500 == 0 or n == len(by_path)):
+                print(f"thumbnails: {n}/{len(by_path)} files", file=sys.stderr, flush=True)
+
+    def _prune(self, keep: set[str]) -> None:
+        for path in self.folder.glob("*.jpg"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+
 def figure(uri: str, path: str, item: str, caption: str = "") -> str:
-    """A report ``<figure>``: the thumbnail (or "n/a"), the file and item, a caption."""
+    """A report ``<figure>``: the thumbnail (or "n/a"), the file and item, a caption.
+
+    The page opens the large view of the image when the figure is clicked.
+    """
     label = html.escape(path + (f" [{item}]" if item else ""))
-    image = f'<img src="{uri}" alt="{label}">' if uri else '<div class="muted">n/a</div>'
+    image = (
+        f'<img src="{html.escape(uri)}" alt="{label}" loading="lazy">'
+        if uri
+        else '<div class="muted">n/a</div>'
+    )
     extra = f"<br>{html.escape(caption)}" if caption else ""
-    return f'<figure title="{label}">{image}<figcaption>{label}{extra}</figcaption></figure>'
+    return (
+        f'<figure title="{label}" data-path="{html.escape(path)}" data-item="{html.escape(item)}">'
+        f"{image}<figcaption>{label}{extra}</figcaption></figure>"
+    )
 
 
-def _encode(image: Image.Image, size: int) -> str:
+def _items_by_path(rows: pd.DataFrame) -> dict[str, set[str]]:
+    items_by_path: dict[str, set[str]] = {}
+    for path, item in rows[["path", "item"]].itertuples(index=False):
+        items_by_path.setdefault(path, set()).add(item)
+    return items_by_path
+
+
+def _read_items(
+    path: Path, items: Iterable[str], options: ReadOptions
+) -> Iterator[tuple[str, Image.Image]]:
+    """``(item, image)`` for the wanted items of one file, stopping once all are found."""
+    wanted = set(items)
+    try:
+        for image in iter_images(path, options):
+            if image.item in wanted:
+                wanted.discard(image.item)
+                yield image.item, Image.fromarray(image.pixels)
+                if not wanted:
+                    return
+    except (ReadError, OSError):
+        return
+
+
+def _jpeg_bytes(image: Image.Image, size: int) -> bytes:
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
         buffer, format="JPEG", quality=85
     )
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def _data_uri(image: Image.Image, size: int) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(_jpeg_bytes(image, size)).decode("ascii")
+
+
+def _write_jpeg(image: Image.Image, size: int, target: Path) -> None:
+    partial = target.with_suffix(".part")
+    partial.write_bytes(_jpeg_bytes(image, size))
+    os.replace(partial, target)
