@@ -1,8 +1,10 @@
 """Attributes an image may carry besides its content, found automatically and discretised.
 
 Sources: the per-item metadata the readers keep (``items.csv``: format, width, height, mode,
-bit depth, compression, file size, DICOM tags...), the sub-folder of each path, the aspect
-ratio, and every column of an optional user CSV (``path`` plus e.g. ``site,sex,age``).
+bit depth, compression, file size, DICOM tags...), the appearance attributes measured from
+the pixels in the read pass (brightness, sharpness, vignette...), the sub-folder of each
+path, the aspect ratio, and every column of an optional user CSV (``path`` plus e.g.
+``site,sex,age``).
 
 Every attribute becomes integer codes ``0..k-1`` with a text label per code:
 
@@ -25,6 +27,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from medsort.io.appearance import NAMES as APPEARANCE
+
 MISSING = "missing"
 OTHER = "other"
 KEY_COLUMNS = ("path", "item")
@@ -42,7 +46,8 @@ class Attribute:
     name : str
         Column name (``sub_folder`` and ``aspect`` are derived from the path and size).
     source : str
-        ``"file"`` (format, size...), ``"path"``, ``"dicom"`` (other reader metadata) or
+        ``"file"`` (format, size...), ``"path"``, ``"image"`` (appearance measured from the
+        pixels, :mod:`medsort.io.appearance`), ``"dicom"`` (other reader metadata) or
         ``"metadata"`` (the user's CSV).
     kind : str
         ``"categorical"`` or ``"binned"`` (quantile bins of a numeric column).
@@ -124,7 +129,7 @@ def _candidate_columns(
     for name in items.columns:
         if name in KEY_COLUMNS:
             continue
-        columns.append((name, "file" if name in FILE_COLUMNS else "dicom", items[name]))
+        columns.append((name, _source(name), items[name]))
     if {"width", "height"} <= set(items.columns):
         width = pd.to_numeric(items["width"], errors="coerce")
         height = pd.to_numeric(items["height"], errors="coerce")
@@ -139,6 +144,12 @@ def _candidate_columns(
             label = name if name not in taken else f"{name} (metadata)"
             columns.append((label, "metadata", metadata[name]))
     return columns
+
+
+def _source(name: str) -> str:
+    if name in FILE_COLUMNS:
+        return "file"
+    return "image" if name in APPEARANCE else "dicom"
 
 
 def sub_folders(paths: pd.Series) -> pd.Series:

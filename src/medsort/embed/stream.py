@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
 from medsort.embed.runtime import tune_cpu_runtime
+from medsort.io import appearance
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
 
@@ -84,7 +85,7 @@ def embed_files(
         Show progress bars.
     """
     options = options or ReadOptions()
-    token = options.cache_token()
+    token = cache_token(options)
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}
@@ -120,6 +121,11 @@ def embed_files(
         skipped,
         n_embedded=len(pending) - sum(entry.error is not None for entry in pending.values()),
     )
+
+
+def cache_token(options: ReadOptions) -> str:
+    """Reader options plus the version of the appearance attributes stored with each item."""
+    return f"{options.cache_token()};appearance={appearance.VERSION}"
 
 
 def embed_pending(
@@ -193,7 +199,8 @@ def _read_worker(
         try:
             for image in iter_images(files[index], options):
                 model_input = to_model_input(image.rgb(), encoder.config)
-                outbox.put(("item", index, ({"item": image.item, "meta": image.meta}, model_input)))
+                meta = {**image.meta, **appearance.appearance(image)}
+                outbox.put(("item", index, ({"item": image.item, "meta": meta}, model_input)))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")
