@@ -255,6 +255,8 @@ def candidate_pairs(*neighbour_lists: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def pair_correlation(descriptors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Best correlation of descriptor pairs over the 8 flips / quarter-turns of ``a``."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.float32)
     side = DESCRIPTOR_SIDE
     squares = descriptors[a].reshape(len(a), side, side)
     target = descriptors[b]

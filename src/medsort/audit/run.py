@@ -459,8 +459,44 @@ def _findings(
                     "message": message,
                 }
             )
+    findings = _merge_class_looks(findings, rows)
     findings.sort(key=lambda f: (f["level"] != "warning", -(f["utility"] or 0)))
     return findings
+
+
+def _merge_class_looks(
+    findings: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One note for every appearance attribute that merely differs between the classes."""
+    looks = [
+        f for f in findings
+        if f["source"] == "image" and f["target"] == "label" and f["level"] == "note"
+    ]  # fmt: skip
+    if not looks:
+        return findings
+    groups_utility = {r["name"]: r["targets"]["groups"]["utility"] for r in rows}
+    parts = ", ".join(
+        f"{f['attribute'].replace('_', ' ')} (utility {f['utility']:.2f} for the labels, "
+        f"{groups_utility[f['attribute']]:.2f} for the groups)"
+        for f in sorted(looks, key=lambda f: -(f["utility"] or 0))
+    )
+    merged = {
+        "level": "note",
+        "kind": "attribute",
+        "attribute": looks[0]["attribute"] if len(looks) == 1 else None,
+        "attributes": [f["attribute"] for f in looks],
+        "source": "image",
+        "target": "label",
+        "verdict": "class_look",
+        "utility": max(f["utility"] or 0 for f in looks),
+        "detectability": None,
+        "message": (
+            f"The true classes differ in how their images look: {parts}. This may be how "
+            "the conditions look, or how their images were taken; none of it alone tells "
+            "the classes apart."
+        ),
+    }
+    return [f for f in findings if f not in looks] + [merged]
 
 
 def _level(
@@ -501,9 +537,7 @@ def _appearance_message(
     contrast = explain.strongest_contrast(name, items, groups, modality)
     detail = f" Group {contrast[0]}: {contrast[1]}." if contrast else ""
     if target == "label":
-        lead = (
-            f"The true classes differ in {label} ({what}; utility {scores['utility']:.2f})."
-        )
+        lead = f"The true classes differ in {label} ({what}; utility {scores['utility']:.2f})."
         if level == "warning":
             return (
                 lead + f" It alone nearly tells the classes apart: a model trained on these "
@@ -537,6 +571,7 @@ def _grouping_verdict(
     Compares the appearance attribute with the highest utility for the groups (flagged as
     a shortcut) with the best other attribute and, given labels, with the labels.
     """
+
     def best(sources: tuple[str, ...]) -> dict[str, Any] | None:
         flagged = [
             r for r in rows
@@ -805,9 +840,9 @@ def _hygiene(
             "min_signals": settings.min_signals,
             "n_candidates": len(a),
             "n_pairs": len(near),
-            "n_by_embedding": int(near["method"].str.contains("embedding").sum()),
-            "n_by_pixels": int(near["method"].str.contains("pixels").sum()),
-            "n_by_hash": int(near["method"].str.contains("hash").sum()),
+            "n_by_embedding": int(near["method"].astype(str).str.contains("embedding").sum()),
+            "n_by_pixels": int(near["method"].astype(str).str.contains("pixels").sum()),
+            "n_by_hash": int(near["method"].astype(str).str.contains("hash").sum()),
             "n_items": len(set(near["path_a"]) | set(near["path_b"])) if len(near) else 0,
         },
         "outliers": {

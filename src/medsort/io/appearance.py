@@ -28,6 +28,8 @@ VERSION = 1
 """Bumped whenever a value changes meaning; part of the embedding cache key."""
 CORNER = 0.15
 """Corner squares (share of each side) compared with the centre for the vignette."""
+MARK_MIN_SIDE = 64
+"""Smaller images get no stroke measure: at 28 px a rib edge is as thin as a letter."""
 MARK_CONTRAST = 60.0
 """Grey levels a thin stroke must stand out from its surround to count as a mark."""
 
@@ -224,7 +226,7 @@ def _marks(gray: np.ndarray) -> dict[str, float]:
     removes is narrower than 7 pixels and brighter than around it — letters, markers,
     ruler ticks; what a closing fills is a thin dark line — hair, ink.
     """
-    if min(gray.shape) < 8:
+    if min(gray.shape) < MARK_MIN_SIDE:  # strokes cannot be told from texture
         return {"bright_marks": math.nan, "dark_strokes": math.nan}
     opened = _max_filter(_min_filter(gray, 7), 7)
     closed = _min_filter(_max_filter(gray, 7), 7)
