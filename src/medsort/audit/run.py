@@ -102,7 +102,7 @@ class AuditSettings:
     outlier_z: float = 3.5
     n_neighbours: int = 10
     quality: bool = True
-    strong_utility: float = 0.5
+    strong_utility: float = 0.6
     stability_runs: int = 5
     random_state: int = 0
 
@@ -509,17 +509,20 @@ def _level(
     """``warning`` or ``note`` for a flagged attribute.
 
     An appearance attribute is always visible to an image model, so "visible and goes
-    with the target" alone is not a shortcut: a condition has a look. It is a warning when
-    the groups follow it beyond the true classes, or when it alone nearly separates the
-    target (utility >= ``strong_utility``); otherwise a note.
+    with the target" alone is not a shortcut (a condition has a look), and "not visible
+    beyond the target" does not clear it either (a look planted on one class is fully
+    explained by the class). It is a warning when the groups follow it beyond the true
+    classes, or when it alone nearly separates the target (utility >=
+    ``strong_utility``); otherwise a note.
     """
+    strong = (scores["utility"] or 0) >= settings.strong_utility
+    if row["source"] == "image":
+        if target == "groups" and has_truth:
+            return "warning" if scores["verdict"] == "shortcut" else "note"
+        return "warning" if strong else "note"
     if row["name"] in CONTENT_DEPENDENT or scores["verdict"] != "shortcut":
         return "note"
-    if row["source"] != "image":
-        return "warning"
-    if target == "groups" and has_truth:
-        return "warning"
-    return "warning" if (scores["utility"] or 0) >= settings.strong_utility else "note"
+    return "warning"
 
 
 def _appearance_message(
