@@ -202,6 +202,27 @@ def _identifier_like(name: str, text: pd.Series, numeric: bool) -> bool:
 
 
 def _quantile_labels(numbers: pd.Series, n_bins: int) -> pd.Series | None:
+    """Quantile bins; a value held by at least ``1 / n_bins`` of the items is its own level.
+
+    Zero-inflated measures (no padding, no vignette, no text in most images) would
+    otherwise lose their zeros into a bin shared with the smallest non-zero values, and
+    "none" vs "some" is the contrast that matters.
+    """
+    mode = numbers.mode().iloc[0]
+    heavy = numbers == mode
+    if heavy.mean() >= 1 / n_bins and (~heavy).sum() >= 2:
+        labels = pd.Series(_short(mode), index=numbers.index, dtype=object)
+        rest = _quantile_labels_plain(numbers[~heavy], max(n_bins - 1, 1))
+        if rest is None:
+            rest = pd.Series(f"≠{_short(mode)}", index=numbers[~heavy].index)
+        labels[~heavy] = rest
+        return labels.astype(str)
+    return _quantile_labels_plain(numbers, n_bins)
+
+
+def _quantile_labels_plain(numbers: pd.Series, n_bins: int) -> pd.Series | None:
+    if numbers.nunique() < 2:
+        return None
     bins = pd.qcut(numbers, q=n_bins, duplicates="drop")
     if bins.cat.categories.size < 2:
         return None
@@ -234,7 +255,8 @@ def _level_order(kind: str, pooled: pd.Series):  # noqa: ANN202 - a sort key
     def key(level: str) -> tuple:
         last = level in (OTHER, MISSING)
         if kind == "binned" and not last:
-            return (0, float(level.split("–")[0]), "")
+            head = level.lstrip("≠").split("–")[0]
+            return (0, float(head) if head else 0.0, "")
         number = pd.to_numeric(level, errors="coerce")
         if not last and pd.notna(number):
             return (0, float(number), "")
