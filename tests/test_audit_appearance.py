@@ -182,11 +182,11 @@ def _planted_sort(cells: list[Path], work: Path, name: str, plant) -> tuple[Path
 
 
 def _appearance_warnings(audit: dict) -> set[str]:
-    return {
-        f["attribute"]
-        for f in audit["findings"]
-        if f["level"] == "warning" and f.get("source") == "image" and f.get("attribute")
-    }
+    named = set()
+    for f in audit["findings"]:
+        if f["level"] == "warning" and f.get("source") == "image":
+            named |= set(f.get("attributes") or [f.get("attribute")])
+    return named - {None}
 
 
 @pytest.mark.slow

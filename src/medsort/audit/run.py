@@ -460,6 +460,7 @@ def _findings(
                 }
             )
     findings = _merge_class_looks(findings, rows)
+    findings = _merge_group_looks(findings)
     findings.sort(key=lambda f: (f["level"] != "warning", -(f["utility"] or 0)))
     return findings
 
@@ -499,6 +500,24 @@ def _merge_class_looks(
     return [f for f in findings if f not in looks] + [merged]
 
 
+def _merge_group_looks(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One warning for every appearance attribute the groups follow (strongest first)."""
+    looks = [
+        f for f in findings
+        if f["source"] == "image" and f["target"] == "groups" and f["level"] == "warning"
+    ]  # fmt: skip
+    if len(looks) < 2:
+        return findings
+    looks.sort(key=lambda f: -(f["utility"] or 0))
+    others = ", ".join(
+        f"{f['attribute'].replace('_', ' ')} ({f['utility']:.2f})" for f in looks[1:]
+    )
+    merged = dict(looks[0])
+    merged["attributes"] = [f["attribute"] for f in looks]
+    merged["message"] = f"{looks[0]['message']} They also follow {others}."
+    return [f for f in findings if f not in looks] + [merged]
+
+
 def _level(
     row: dict[str, Any],
     target: str,
@@ -511,15 +530,19 @@ def _level(
     An appearance attribute is always visible to an image model, so "visible and goes
     with the target" alone is not a shortcut (a condition has a look), and "not visible
     beyond the target" does not clear it either (a look planted on one class is fully
-    explained by the class). It is a warning when the groups follow it beyond the true
-    classes, or when it alone nearly separates the target (utility >=
-    ``strong_utility``); otherwise a note.
+    explained by the class). For the labels it is a warning when it alone nearly
+    separates them (utility >= ``strong_utility``). For the groups: with labels, when the
+    groups follow it beyond the true classes; without, only for attributes of the frame
+    and file (vignette, surround, padding, text, JPEG quality), as colour, sharpness or
+    brightness can be the condition's own look. Otherwise a note.
     """
     strong = (scores["utility"] or 0) >= settings.strong_utility
     if row["source"] == "image":
-        if target == "groups" and has_truth:
+        if target == "label":
+            return "warning" if strong else "note"
+        if has_truth or row["name"] in appearance.ACQUISITION:
             return "warning" if scores["verdict"] == "shortcut" else "note"
-        return "warning" if strong else "note"
+        return "note"
     if row["name"] in CONTENT_DEPENDENT or scores["verdict"] != "shortcut":
         return "note"
     return "warning"
@@ -583,6 +606,8 @@ def _grouping_verdict(
         return max(flagged, key=lambda r: r["targets"]["groups"]["utility"], default=None)
 
     look = best(("image",))
+    if look is not None and labels is None and look["name"] not in appearance.ACQUISITION:
+        return {"verdict": "ok", "attribute": None, "utility": None, "label_utility": None}
     other = best(("file", "path", "dicom", "metadata"))
     label_utility = None
     if labels is not None:
@@ -604,7 +629,7 @@ def _grouping_verdict(
     if label_utility is not None:
         follows = beats_other and value > label_utility
     else:
-        follows = beats_other and value >= settings.strong_utility
+        follows = beats_other and look["name"] in appearance.ACQUISITION
     if follows:
         verdict.update(verdict="appearance", attribute=look["name"], utility=value)
     return verdict
@@ -911,9 +936,11 @@ def _hygiene_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
             _hygiene_finding(
                 "near_duplicates",
                 f"{near['n_pairs']} pairs of images look nearly identical ({near['n_items']} "
-                f"images; {near['n_by_embedding']} pairs by embedding, {near['n_by_pixels']} "
-                "by pixels up to a flip or quarter-turn): resized, re-encoded, "
-                "flipped or rotated copies inflate groups and leak between train and test "
+                f"images), each confirmed by at least {near['min_signals']} independent "
+                f"signals (image model {near['n_by_embedding']}, content correlation "
+                f"{near['n_by_pixels']}, perceptual hash {near['n_by_hash']}; up to flips "
+                "and quarter-turns): resized, re-encoded, flipped or rotated copies inflate "
+                "groups and leak between train and test "
                 "splits; see near_duplicates.csv.",
             )
         )

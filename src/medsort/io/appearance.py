@@ -75,6 +75,10 @@ DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
     "jpeg_quality": ("JPEG quality estimated from the file's tables (1-100)", "higher", "lower"),
 }
 NAMES = tuple(DESCRIPTIONS)
+ACQUISITION = ("vignette", "dark_surround", "padding", "text_marks", "jpeg_quality")
+"""Attributes of the frame and the file, not of the tissue: they are rarely the condition
+itself. The others (brightness, colour, sharpness, noise, strokes, object size) can be
+how a condition looks as much as how its images were taken."""
 PRESENCE = {
     "vignette": 0.3,
     "dark_surround": 0.1,
@@ -104,6 +108,9 @@ def appearance(image: MedImage) -> dict[str, float]:
     values = grey_attributes(gray, field)
     values.update(colour_attributes(pixels, gray, field))
     values["jpeg_quality"] = jpeg_quality(image.path, image.meta.get("format"))
+    for name, level in PRESENCE.items():  # a trace (one uniform row, a speck) is none
+        if values[name] < level / 10:
+            values[name] = 0.0
     return {name: _round(values[name]) for name in NAMES}
 
 
