@@ -130,9 +130,7 @@ def run_one(
     named = name_groups(result, encoder, reference=csv, cache_dir=cache_dir)
     expected = majority(truth[keep], groups[keep])
     entries = named.run["naming"]["groups"]
-    pairs = [
-        (e["confidence"], e["candidate"] == expected[e["group"]], _margin(e)) for e in entries
-    ]
+    pairs = [(e["confidence"], e["candidate"] == expected[e["group"]], _margin(e)) for e in entries]
     others = alternatives(vectors[keep], vectors[refs], truth[refs], groups[keep])
     n = len(entries)
     return {
@@ -173,34 +171,22 @@ def _margin(entry: dict) -> float:
     return float(entry["confidence"]) - float(entry.get("runner_up_confidence") or 0.0)
 
 
-def margin_table(pairs: list[tuple[float, bool, float]]) -> pd.DataFrame:
-    """Precision and coverage of best guesses per margin cut (confidence cut off)."""
+def cut_table(pairs: list[tuple[float, bool, float]], by: str) -> pd.DataFrame:
+    """Precision (named groups that are right) and coverage (groups named) per cut.
+
+    ``by="threshold"`` cuts on the confidence (``THRESHOLDS``), ``by="margin"`` on the lead
+    over the runner-up (``MARGINS``).
+    """
     correct = np.array([ok for _, ok, _ in pairs])
-    margin = np.array([m for _, _, m in pairs])
+    score = np.array([c if by == "threshold" else m for c, _, m in pairs])
     rows = []
-    for cut in MARGINS:
-        named = margin >= cut
+    for cut in THRESHOLDS if by == "threshold" else MARGINS:
+        named = score >= cut
         rows.append({
-            "margin": cut,
+            by: cut,
             "coverage": named.mean(),
             "precision": correct[named].mean() if named.any() else float("nan"),
             "n named": int(named.sum()),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def threshold_table(pairs: list[tuple[float, bool, float]]) -> pd.DataFrame:
-    """Precision (named groups that are right) and coverage (groups named) per threshold."""
-    confidence = np.array([c for c, _, _ in pairs])
-    correct = np.array([ok for _, ok, _ in pairs])
-    rows = []
-    for threshold in THRESHOLDS:
-        named = confidence >= threshold
-        rows.append({
-            "threshold": threshold,
-            "coverage": named.mean(),
-            "precision": correct[named].mean() if named.any() else float("nan"),
-            "right & named": (correct & named).mean(),
             "wrong & named": (~correct & named).mean(),
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -238,9 +224,9 @@ def main() -> None:
     print("\nMean over sets:")
     print(pd.DataFrame(rows).groupby("refs/class").mean(numeric_only=True).round(2).to_string())
     print("\nThreshold on confidence (all sets and draws):")
-    print(threshold_table(pairs).round(2).to_string(index=False))
+    print(cut_table(pairs, "threshold").round(2).to_string(index=False))
     print("\nMargin (best minus runner-up confidence), all sets and draws:")
-    print(margin_table(pairs).round(3).to_string(index=False))
+    print(cut_table(pairs, "margin").round(3).to_string(index=False))
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

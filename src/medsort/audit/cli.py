@@ -10,7 +10,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``audit`` subcommand."""
     command = subparsers.add_parser(
         "audit",
-        help="check a sort for shortcuts (format, size, site...), duplicates and outliers",
+        help="check a sort for shortcuts (format, size, look, site...), duplicates, stability",
     )
     command.add_argument("out", type=Path, help="output folder of a sort")
     command.add_argument(
@@ -20,6 +20,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--truth", type=Path, default=None, help="CSV with path,label (only to audit)"
     )
     command.add_argument("--no-quality", action="store_true", help="do not re-read pixels")
+    command.add_argument(
+        "--stability-runs",
+        type=int,
+        default=5,
+        help="subsampled reruns of the grouping for group stability (0 = skip)",
+    )
     command.add_argument("--quiet", action="store_true")
     command.set_defaults(run=run_audit_command)
 
@@ -32,7 +38,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
         args.out,
         metadata_csv=args.metadata,
         truth_csv=args.truth,
-        settings=AuditSettings(quality=not args.no_quality),
+        settings=AuditSettings(quality=not args.no_quality, stability_runs=args.stability_runs),
     )
     report = write_report(args.out)
     if not args.quiet:
