@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from medsort.audit import run_audit
 from medsort.audit.hygiene import pixel_pass
 from medsort.demo import demo_folder
-from medsort.io.appearance import appearance, jpeg_quality
+from medsort.io.appearance import WORDS, appearance, jpeg_quality
 from medsort.io.readers import read_file
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
 from tests.conftest import shared_set
@@ -200,8 +200,7 @@ def test_planted_appearance_shortcut_is_named(
     out, truth = _planted_sort(cells, work, attribute, plant)
     audit = run_audit(out, truth_csv=truth)
     assert attribute in _appearance_warnings(audit), [f["message"] for f in audit["findings"]]
-    named = [f for f in audit["findings"] if f.get("attribute") == attribute]
-    assert any(attribute.replace("_", " ") in f["message"] for f in named)
+    assert any(WORDS[attribute] in f["message"] for f in audit["findings"])
     saved = json.loads((out / "audit.json").read_text())
     assert set(saved["group_explanations"]) == {"0", "1"}
     assert saved["stability"]["overall"] is not None

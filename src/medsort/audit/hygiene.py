@@ -409,33 +409,45 @@ def _measure(path: Path, options: ReadOptions, with_appearance: bool):  # noqa: 
     p = p[p > 0]
     stats = (float(gray.mean()), float(gray.std()), float(-(p * np.log2(p)).sum()))
     values = appearance.appearance(image) if with_appearance else None
-    return stats, content_descriptor(gray), dihedral_phashes(gray), values
+    content = content_image(gray)
+    return stats, content_descriptor(content), dihedral_phashes(content), values
 
 
-def content_descriptor(gray: np.ndarray) -> np.ndarray:
-    """Band-passed greyscale, black surround masked, resampled to ``DESCRIPTOR_SIDE``².
+def content_image(gray: np.ndarray) -> np.ndarray:
+    """What is left of a greyscale image once its frame and lighting are taken away.
 
-    The slow illumination (vignette, surround, exposure) is subtracted with a wide Gaussian
-    and the near-black surround is zeroed, so that two fundus or dermoscopy photographs of
-    different eyes or lesions do not correlate through their common black frame.
+    On a ``QUALITY_SIDE``² copy, the slow illumination (vignette, exposure, the fall-off
+    to a black surround) is subtracted with a wide Gaussian and the near-black surround is
+    zeroed: two fundus or dermoscopy photographs of different eyes or lesions then no
+    longer match through their common black frame.
     """
     square = np.asarray(
         Image.fromarray(gray.astype(np.float32)).resize((QUALITY_SIDE, QUALITY_SIDE), Image.BOX)
     )
     top = float(np.percentile(square, 99))
     field = square > max(0.1 * top, 2.0)
-    detail = ndimage.gaussian_filter(square, 1.0) - ndimage.gaussian_filter(square, 8.0)
-    detail = np.where(ndimage.minimum_filter(field, size=5), detail, 0.0)
-    small = detail.reshape(DESCRIPTOR_SIDE, 2, DESCRIPTOR_SIDE, 2).mean(axis=(1, 3)).ravel()
+    detail = square - ndimage.gaussian_filter(square, 8.0)
+    return np.where(ndimage.minimum_filter(field, size=5), detail, 0.0).astype(np.float32)
+
+
+def content_descriptor(content: np.ndarray) -> np.ndarray:
+    """:func:`content_image` lightly smoothed, at ``DESCRIPTOR_SIDE``², zero mean, unit norm."""
+    smooth = ndimage.gaussian_filter(content, 1.0)
+    side = DESCRIPTOR_SIDE
+    small = smooth.reshape(side, smooth.shape[0] // side, side, -1).mean(axis=(1, 3)).ravel()
     small = small - small.mean()
     norm = float(np.linalg.norm(small))
     return (small / norm if norm > 1e-3 else np.zeros_like(small)).astype(np.float32)
 
 
-def dihedral_phashes(gray: np.ndarray) -> np.ndarray:
-    """64-bit DCT hash (Zauner's pHash) of the 8 flips / quarter-turns of an image."""
+def dihedral_phashes(content: np.ndarray) -> np.ndarray:
+    """64-bit DCT hash (Zauner's pHash) of the 8 flips / quarter-turns of an image.
+
+    Taken of :func:`content_image`, so a shared black frame or vignette does not make two
+    different photographs hash alike.
+    """
     square = np.asarray(
-        Image.fromarray(gray.astype(np.float32)).resize((HASH_SIDE, HASH_SIDE), Image.BOX),
+        Image.fromarray(content.astype(np.float32)).resize((HASH_SIDE, HASH_SIDE), Image.BOX),
         dtype=np.float64,
     )
     out = np.zeros(8, dtype=np.uint64)

@@ -477,7 +477,7 @@ def _merge_class_looks(
         return findings
     groups_utility = {r["name"]: r["targets"]["groups"]["utility"] for r in rows}
     parts = ", ".join(
-        f"{f['attribute'].replace('_', ' ')} (utility {f['utility']:.2f} for the labels, "
+        f"{appearance.WORDS[f['attribute']]} (utility {f['utility']:.2f} for the labels, "
         f"{groups_utility[f['attribute']]:.2f} for the groups)"
         for f in sorted(looks, key=lambda f: -(f["utility"] or 0))
     )
@@ -510,7 +510,7 @@ def _merge_group_looks(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return findings
     looks.sort(key=lambda f: -(f["utility"] or 0))
     others = ", ".join(
-        f"{f['attribute'].replace('_', ' ')} ({f['utility']:.2f})" for f in looks[1:]
+        f"{appearance.WORDS[f['attribute']]} ({f['utility']:.2f})" for f in looks[1:]
     )
     merged = dict(looks[0])
     merged["attributes"] = [f["attribute"] for f in looks]
@@ -558,32 +558,33 @@ def _appearance_message(
     level: str,
     has_truth: bool,
 ) -> str:
-    what = appearance.DESCRIPTIONS[name][0]
-    label = name.replace("_", " ")
-    contrast = explain.strongest_contrast(name, items, groups, modality)
-    detail = f" Group {contrast[0]}: {contrast[1]}." if contrast else ""
+    """Plain words first; the scores in brackets at the end."""
+    label = appearance.WORDS[name]
+    stats = f"(utility {scores['utility']:.2f}"
     if target == "label":
-        lead = f"The true classes differ in {label} ({what}; utility {scores['utility']:.2f})."
+        lead = f"The true classes differ in {label}."
         if level == "warning":
             return (
-                lead + f" It alone nearly tells the classes apart: a model trained on these "
-                f"labels may learn {label} instead of the condition. Check how the images "
-                "of each class were taken."
+                f"{lead} It alone nearly tells the classes apart: a model trained on these "
+                f"labels may learn the {label} instead of the condition. Check how the "
+                f"images of each class were taken. {stats})"
             )
-        return lead + " This may be how the condition looks, or how its images were taken."
-    lead = f"The groups follow {label} ({what}; utility {scores['utility']:.2f}).{detail}"
+        return f"{lead} This may be how the condition looks, or how its images were taken. {stats})"
+    contrast = explain.strongest_contrast(name, items, groups, modality)
+    detail = f" Group {contrast[0]}: {contrast[1]}." if contrast else ""
+    lead = f"The groups follow {label}.{detail}"
     if has_truth:
-        return lead + (
-            f" Within each true class the groups still differ in {label} (beyond-label "
-            f"score {scores['beyond_label']:.2f}): they may follow how the images were "
-            "taken, not the condition."
+        return (
+            f"{lead} Within each true class the groups still differ in it, so they may "
+            f"follow how the images were taken, not the condition. {stats}, beyond the "
+            f"labels {scores['beyond_label']:.2f})"
         )
     if level == "warning":
-        return lead + (
-            " These groups may follow how the images were taken, not the condition; "
-            "labels for a few images (--truth) would tell."
+        return (
+            f"{lead} These groups may follow how the images were taken, not the condition; "
+            f"labels for a few images (--truth) would tell. {stats})"
         )
-    return lead + " This may be the condition's look or an acquisition difference."
+    return f"{lead} This may be the condition's look, or how the images were taken. {stats})"
 
 
 def _grouping_verdict(
@@ -638,9 +639,9 @@ def _grouping_verdict(
 def _verdict_findings(verdict: dict[str, Any]) -> list[dict[str, Any]]:
     if verdict["verdict"] != "appearance":
         return []
-    name = verdict["attribute"].replace("_", " ")
+    name = appearance.WORDS[verdict["attribute"]]
     versus = (
-        f", more than they follow the true labels (utility {verdict['label_utility']:.2f})"
+        f" and more than they follow the true labels ({verdict['label_utility']:.2f})"
         if verdict["label_utility"] is not None
         else ""
     )
@@ -656,8 +657,9 @@ def _verdict_findings(verdict: dict[str, Any]) -> list[dict[str, Any]]:
             "detectability": None,
             "message": (
                 f"These groups may follow how the images were taken, not the condition: "
-                f"they follow {name} (utility {verdict['utility']:.2f}) more than any file "
-                f"or metadata attribute{versus}. See each group's explanation."
+                f"above all they differ in {name}, more than in any file or metadata "
+                f"attribute{versus}. Look at what sets each group apart below before "
+                f"reading them as diagnoses. (utility {verdict['utility']:.2f})"
             ),
         }
     ]

@@ -75,6 +75,23 @@ DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
     "jpeg_quality": ("JPEG quality estimated from the file's tables (1-100)", "higher", "lower"),
 }
 NAMES = tuple(DESCRIPTIONS)
+WORDS = {
+    "brightness": "brightness",
+    "contrast": "contrast",
+    "sharpness": "sharpness (focus)",
+    "noise": "image noise (grain)",
+    "saturation": "colour strength",
+    "red_cast": "red / pink tint",
+    "blue_cast": "blue / purple tint",
+    "vignette": "dark corners (vignette)",
+    "dark_surround": "black surround",
+    "padding": "black bars (padding)",
+    "text_marks": "burned-in text or markers",
+    "dark_strokes": "hair, ink or dark lines",
+    "object_area": "object size (zoom)",
+    "jpeg_quality": "JPEG quality",
+}
+"""What each attribute is called in a sentence of the report."""
 ACQUISITION = ("vignette", "dark_surround", "padding", "text_marks", "jpeg_quality")
 """Attributes of the frame and the file, not of the tissue: they are rarely the condition
 itself. The others (brightness, colour, sharpness, noise, strokes, object size) can be
