@@ -32,7 +32,7 @@ from medsort.io.readers import ReadError, ReadOptions, iter_images
 MAD_SCALE = 1.4826
 MEAN_AD_SCALE = 1.2533
 QUALITY_SIDE = 64
-DESCRIPTOR_SIDE = 32
+DESCRIPTOR_SIDE = 16
 HASH_SIDE = 32
 
 
@@ -431,8 +431,12 @@ def content_image(gray: np.ndarray) -> np.ndarray:
 
 
 def content_descriptor(content: np.ndarray) -> np.ndarray:
-    """:func:`content_image` lightly smoothed, at ``DESCRIPTOR_SIDE``², zero mean, unit norm."""
-    smooth = ndimage.gaussian_filter(content, 1.0)
+    """:func:`content_image` smoothed, at ``DESCRIPTOR_SIDE``², zero mean, unit norm.
+
+    The smoothing (sigma 2 of 64 pixels) keeps a copy that was also shifted or cropped by
+    a few pixels correlated (LC25000's augmented copies).
+    """
+    smooth = ndimage.gaussian_filter(content, 2.0)
     side = DESCRIPTOR_SIDE
     small = smooth.reshape(side, smooth.shape[0] // side, side, -1).mean(axis=(1, 3)).ravel()
     small = small - small.mean()

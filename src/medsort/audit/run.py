@@ -96,7 +96,7 @@ class AuditSettings:
     determined: float = 0.1
     n_permutations: int = 200
     near_z: float = 4.0
-    pixel_floor: float = 0.85
+    pixel_floor: float = 0.8
     hash_bits: int = 10
     min_signals: int = 2
     outlier_z: float = 3.5
@@ -211,6 +211,10 @@ def _audit(
 
     clock = time.perf_counter()
     hygiene_tables, hygiene_summary = _hygiene(result, hashes, pixels, settings)
+    if labels is not None:
+        hygiene_summary["label_conflicts"] = _label_conflicts(
+            hygiene_tables[NEAR_DUPLICATES], result, labels
+        )
     findings += _hygiene_findings(hygiene_summary)
     timings["hygiene"] = time.perf_counter() - clock
 
@@ -917,8 +921,30 @@ def _quality_summary(quality: pd.DataFrame, settings: AuditSettings) -> dict[str
     }
 
 
+def _label_conflicts(near: pd.DataFrame, result: SortResult, labels: np.ndarray) -> int:
+    """Near-duplicate pairs whose two images carry different known labels."""
+    if near.empty:
+        return 0
+    label_of = dict(zip(result.assignments["path"], labels, strict=True))
+    a = np.array([label_of.get(p, -1) for p in near["path_a"]])
+    b = np.array([label_of.get(p, -1) for p in near["path_b"]])
+    return int(np.sum((a != b) & (a >= 0) & (b >= 0)))
+
+
 def _hygiene_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
     findings = []
+    if summary.get("label_conflicts"):
+        findings.append(
+            _hygiene_finding(
+                "label_conflicts",
+                level="warning",
+                message=(
+                    f"{summary['label_conflicts']} pairs of nearly identical images carry "
+                    "different labels: the same picture may be filed under two conditions. "
+                    "See near_duplicates.csv."
+                ),
+            )
+        )
     exact = summary["exact_duplicates"]
     if exact["n_items"]:
         findings.append(
