@@ -41,6 +41,7 @@ from medsort.results import SortResult
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = ["lung-histology", "chest-xray-28", "dermoscopy", "brain-mri", "breast-ultrasound-28"]
 THRESHOLDS = [0.0, 0.4, 0.5, 0.6, 0.7, 0.8]
+MARGINS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 
 
 def embed_set(
@@ -129,14 +130,14 @@ def run_one(
     named = name_groups(result, encoder, reference=csv, cache_dir=cache_dir)
     expected = majority(truth[keep], groups[keep])
     entries = named.run["naming"]["groups"]
-    pairs = [(e["confidence"], e["candidate"] == expected[e["group"]]) for e in entries]
+    pairs = [(e["confidence"], e["candidate"] == expected[e["group"]], _margin(e)) for e in entries]
     others = alternatives(vectors[keep], vectors[refs], truth[refs], groups[keep])
     n = len(entries)
     return {
         "set": name,
         "refs/class": per_class,
         "acc": sum(e["name"] == expected[e["group"]] for e in entries) / n,
-        "acc@0": sum(correct for _, correct in pairs) / n,
+        "acc@0": sum(correct for _, correct, _ in pairs) / n,
         "named": sum(e["name"] != "unnamed" for e in entries) / n,
         "raw": np.mean([others["raw"][g] == expected[g] for g in expected]),
         "knn": np.mean([others["knn"][g] == expected[g] for g in expected]),
@@ -165,18 +166,27 @@ def _result(
     )
 
 
-def threshold_table(pairs: list[tuple[float, bool]]) -> pd.DataFrame:
-    """Precision (named groups that are right) and coverage (groups named) per threshold."""
-    confidence = np.array([c for c, _ in pairs])
-    correct = np.array([ok for _, ok in pairs])
+def _margin(entry: dict) -> float:
+    """Best label's confidence minus the runner-up's (the names' margin)."""
+    return float(entry["confidence"]) - float(entry.get("runner_up_confidence") or 0.0)
+
+
+def cut_table(pairs: list[tuple[float, bool, float]], by: str) -> pd.DataFrame:
+    """Precision (named groups that are right) and coverage (groups named) per cut.
+
+    ``by="threshold"`` cuts on the confidence (``THRESHOLDS``), ``by="margin"`` on the lead
+    over the runner-up (``MARGINS``).
+    """
+    correct = np.array([ok for _, ok, _ in pairs])
+    score = np.array([c if by == "threshold" else m for c, _, m in pairs])
     rows = []
-    for threshold in THRESHOLDS:
-        named = confidence >= threshold
+    for cut in THRESHOLDS if by == "threshold" else MARGINS:
+        named = score >= cut
         rows.append({
-            "threshold": threshold,
+            by: cut,
             "coverage": named.mean(),
             "precision": correct[named].mean() if named.any() else float("nan"),
-            "right & named": (correct & named).mean(),
+            "n named": int(named.sum()),
             "wrong & named": (~correct & named).mean(),
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -214,7 +224,9 @@ def main() -> None:
     print("\nMean over sets:")
     print(pd.DataFrame(rows).groupby("refs/class").mean(numeric_only=True).round(2).to_string())
     print("\nThreshold on confidence (all sets and draws):")
-    print(threshold_table(pairs).round(2).to_string(index=False))
+    print(cut_table(pairs, "threshold").round(2).to_string(index=False))
+    print("\nMargin (best minus runner-up confidence), all sets and draws:")
+    print(cut_table(pairs, "margin").round(3).to_string(index=False))
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

@@ -237,7 +237,7 @@ def test_duplicates_flips_and_cli(tmp_path: Path, cache: Path) -> None:
         p.startswith("images/") for p in assignments.loc[~mask, "path"]
     )
     html = (out / "report.html").read_text()
-    assert html.index("Audit warnings") < html.index("<h2>Groups</h2>")
+    assert html.index("Audit: before you trust") < html.index("<h2>Groups</h2>")
     assert "byte-identical" in html
 
 

@@ -538,7 +538,7 @@ def test_tiny_biomedclip_naming_columns_and_thresholds(
     embeddings = rng.normal(size=(12, tiny_biomedclip.dim))
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
     result = make_result(embeddings, np.array([0] * 6 + [1] * 6), np.repeat([0, 1, 2], 4))
-    always = name_groups(result, tiny_biomedclip, min_confidence=0.0)
+    always = name_groups(result, tiny_biomedclip, min_confidence=0.0, min_margin=0.0)
     never = name_groups(result, tiny_biomedclip, min_confidence=1.01)
     vocab = load_vocabulary()
     modality_names = {m.name for m in vocab.modalities}
@@ -559,6 +559,8 @@ def test_tiny_biomedclip_naming_columns_and_thresholds(
         tmp_path / "v.json",
         {"mode": "replace", "modalities": [{"name": "OCT", "conditions": ["drusen", "edema"]}]},
     )
-    only = name_groups(result, tiny_biomedclip, vocabulary=replaced, min_confidence=0.0)
+    only = name_groups(
+        result, tiny_biomedclip, vocabulary=replaced, min_confidence=0.0, min_margin=0.0
+    )
     assert set(only.assignments["modality_name"]) == {"OCT"}
     assert set(only.assignments["group_name"]) <= {"drusen", "edema"}

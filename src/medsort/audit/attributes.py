@@ -1,8 +1,10 @@
 """Attributes an image may carry besides its content, found automatically and discretised.
 
 Sources: the per-item metadata the readers keep (``items.csv``: format, width, height, mode,
-bit depth, compression, file size, DICOM tags...), the sub-folder of each path, the aspect
-ratio, and every column of an optional user CSV (``path`` plus e.g. ``site,sex,age``).
+bit depth, compression, file size, DICOM tags...), the appearance attributes measured from
+the pixels in the read pass (brightness, sharpness, vignette...), the sub-folder of each
+path, the aspect ratio, and every column of an optional user CSV (``path`` plus e.g.
+``site,sex,age``).
 
 Every attribute becomes integer codes ``0..k-1`` with a text label per code:
 
@@ -25,6 +27,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from medsort.io.appearance import NAMES as APPEARANCE
+
 MISSING = "missing"
 OTHER = "other"
 KEY_COLUMNS = ("path", "item")
@@ -42,7 +46,8 @@ class Attribute:
     name : str
         Column name (``sub_folder`` and ``aspect`` are derived from the path and size).
     source : str
-        ``"file"`` (format, size...), ``"path"``, ``"dicom"`` (other reader metadata) or
+        ``"file"`` (format, size...), ``"path"``, ``"image"`` (appearance measured from the
+        pixels, :mod:`medsort.io.appearance`), ``"dicom"`` (other reader metadata) or
         ``"metadata"`` (the user's CSV).
     kind : str
         ``"categorical"`` or ``"binned"`` (quantile bins of a numeric column).
@@ -124,7 +129,7 @@ def _candidate_columns(
     for name in items.columns:
         if name in KEY_COLUMNS:
             continue
-        columns.append((name, "file" if name in FILE_COLUMNS else "dicom", items[name]))
+        columns.append((name, _source(name), items[name]))
     if {"width", "height"} <= set(items.columns):
         width = pd.to_numeric(items["width"], errors="coerce")
         height = pd.to_numeric(items["height"], errors="coerce")
@@ -139,6 +144,12 @@ def _candidate_columns(
             label = name if name not in taken else f"{name} (metadata)"
             columns.append((label, "metadata", metadata[name]))
     return columns
+
+
+def _source(name: str) -> str:
+    if name in FILE_COLUMNS:
+        return "file"
+    return "image" if name in APPEARANCE else "dicom"
 
 
 def sub_folders(paths: pd.Series) -> pd.Series:
@@ -191,6 +202,27 @@ def _identifier_like(name: str, text: pd.Series, numeric: bool) -> bool:
 
 
 def _quantile_labels(numbers: pd.Series, n_bins: int) -> pd.Series | None:
+    """Quantile bins; a value held by at least ``1 / n_bins`` of the items is its own level.
+
+    Zero-inflated measures (no padding, no vignette, no text in most images) would
+    otherwise lose their zeros into a bin shared with the smallest non-zero values, and
+    "none" vs "some" is the contrast that matters.
+    """
+    mode = numbers.mode().iloc[0]
+    heavy = numbers == mode
+    if heavy.mean() >= 1 / n_bins and (~heavy).sum() >= 2:
+        labels = pd.Series(_short(mode), index=numbers.index, dtype=object)
+        rest = _quantile_labels_plain(numbers[~heavy], max(n_bins - 1, 1))
+        if rest is None:
+            rest = pd.Series(f"≠{_short(mode)}", index=numbers[~heavy].index)
+        labels[~heavy] = rest
+        return labels.astype(str)
+    return _quantile_labels_plain(numbers, n_bins)
+
+
+def _quantile_labels_plain(numbers: pd.Series, n_bins: int) -> pd.Series | None:
+    if numbers.nunique() < 2:
+        return None
     bins = pd.qcut(numbers, q=n_bins, duplicates="drop")
     if bins.cat.categories.size < 2:
         return None
@@ -223,7 +255,8 @@ def _level_order(kind: str, pooled: pd.Series):  # noqa: ANN202 - a sort key
     def key(level: str) -> tuple:
         last = level in (OTHER, MISSING)
         if kind == "binned" and not last:
-            return (0, float(level.split("–")[0]), "")
+            head = level.lstrip("≠").split("–")[0]
+            return (0, float(head) if head else 0.0, "")
         number = pd.to_numeric(level, errors="coerce")
         if not last and pd.notna(number):
             return (0, float(number), "")

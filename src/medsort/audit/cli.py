@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 
 from medsort.io.arguments import existing_file
+from medsort.io.arguments import whole_number as at_least
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``audit`` subcommand."""
     command = subparsers.add_parser(
         "audit",
-        help="check a sort for shortcuts (format, size, site...), duplicates and outliers",
+        help="check a sort for shortcuts (format, size, look, site...), duplicates, stability",
     )
     command.add_argument("out", type=Path, help="output folder of a sort")
     command.add_argument(
@@ -25,6 +26,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--truth", type=existing_file, default=None, help="CSV with path,label (only to audit)"
     )
     command.add_argument("--no-quality", action="store_true", help="do not re-read pixels")
+    command.add_argument(
+        "--stability-runs",
+        type=at_least(0),
+        default=5,
+        help="subsampled reruns of the grouping for group stability (0 = skip)",
+    )
     command.add_argument("--quiet", action="store_true", help="no summary of the findings")
     command.set_defaults(run=run_audit_command)
 
@@ -37,7 +44,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
         args.out,
         metadata_csv=args.metadata,
         truth_csv=args.truth,
-        settings=AuditSettings(quality=not args.no_quality),
+        settings=AuditSettings(quality=not args.no_quality, stability_runs=args.stability_runs),
     )
     report = write_report(args.out)
     if not args.quiet:

@@ -17,20 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy import fft, ndimage
 
 from medsort.embed.cache import content_hash
+from medsort.io import appearance
+from medsort.io.readers import ReadError, ReadOptions, iter_images
 
 MAD_SCALE = 1.4826
 MEAN_AD_SCALE = 1.2533
-PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 QUALITY_SIDE = 64
 DESCRIPTOR_SIDE = 16
-DRAFT_SIDE = 32
+HASH_SIDE = 32
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -234,47 +237,100 @@ def near_pairs(
     return pairs.reset_index(drop=True), float(threshold)
 
 
+def candidate_pairs(*neighbour_lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique ``(a, b)`` index pairs, ``a < b``, from any number of ``(n, k)`` neighbour lists."""
+    pairs = []
+    for idx in neighbour_lists:
+        if idx.size == 0:
+            continue
+        rows = np.repeat(np.arange(len(idx)), idx.shape[1])
+        cols = idx.ravel()
+        valid = (cols >= 0) & (cols != rows)
+        pairs.append(np.stack([np.minimum(rows, cols)[valid], np.maximum(rows, cols)[valid]], 1))
+    if not pairs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    unique = np.unique(np.concatenate(pairs), axis=0)
+    return unique[:, 0].astype(np.int64), unique[:, 1].astype(np.int64)
+
+
+def pair_correlation(descriptors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Best correlation of descriptor pairs over the 8 flips / quarter-turns of ``a``."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.float32)
+    side = DESCRIPTOR_SIDE
+    squares = descriptors[a].reshape(len(a), side, side)
+    target = descriptors[b]
+    best = np.full(len(a), -np.inf, dtype=np.float32)
+    for turns in range(4):
+        turned = np.rot90(squares, turns, axes=(1, 2))
+        for variant in (turned, turned[:, :, ::-1]):
+            flat = np.ascontiguousarray(variant).reshape(len(a), -1)
+            best = np.maximum(best, np.einsum("ij,ij->i", flat, target))
+    return best
+
+
 def near_duplicate_table(
-    embedding_pairs: pd.DataFrame,
-    pixel_pairs: pd.DataFrame,
+    a: np.ndarray,
+    b: np.ndarray,
     x: np.ndarray,
-    descriptors: np.ndarray | None,
+    pixels: PixelPass | None,
     paths: Sequence[str],
     items: Sequence[str],
+    file_hashes: Sequence[str],
+    thresholds: dict[str, float],
+    min_signals: int = 2,
 ) -> pd.DataFrame:
-    """One row per pair found by either method, with both scores and the method(s)."""
-    embedding_pairs = embedding_pairs.assign(by_embedding=True)
-    pixel_pairs = pixel_pairs.assign(by_pixels=True)
-    pairs = pd.merge(
-        embedding_pairs[["a", "b", "by_embedding"]],
-        pixel_pairs[["a", "b", "by_pixels", "similarity"]].rename(
-            columns={"similarity": "pixel_correlation"}
-        ),
-        on=["a", "b"],
-        how="outer",
-    )
-    columns = ["path_a", "item_a", "path_b", "item_b", "cosine", "pixel_correlation", "method"]
-    if pairs.empty:
-        return pd.DataFrame(columns=columns)
-    a, b = pairs["a"].to_numpy(int), pairs["b"].to_numpy(int)
-    by_e = pairs["by_embedding"].astype("boolean").fillna(False).to_numpy(bool)
-    by_p = pairs["by_pixels"].astype("boolean").fillna(False).to_numpy(bool)
+    """Candidate pairs that at least ``min_signals`` independent signals call copies.
+
+    Signals: embedding cosine ``>= thresholds["cosine"]``; content correlation (band-passed,
+    surround masked, best of 8 orientations) ``>= thresholds["pixels"]``; perceptual-hash
+    distance (best orientation) ``<= thresholds["hash_bits"]``. Pairs within one file and
+    byte-identical files (``duplicates.csv``) are left out.
+    """
+    columns = [
+        "path_a", "item_a", "path_b", "item_b", "cosine", "pixel_correlation", "hash_bits",
+        "signals", "method",
+    ]  # fmt: skip
     paths, items = np.asarray(paths, dtype=object), np.asarray(items, dtype=object)
+    file_hashes = np.asarray(file_hashes, dtype=object)
+    keep = paths[a] != paths[b]
+    keep &= ~((file_hashes[a] == file_hashes[b]) & (file_hashes[a] != ""))
+    a, b = a[keep], b[keep]
+    cosine = np.einsum("ij,ij->i", x[a], x[b]) if len(a) else np.zeros(0)
+    votes = {"embedding": cosine >= thresholds["cosine"]}
+    correlation = np.full(len(a), np.nan)
+    distance = np.full(len(a), -1, dtype=np.int64)
+    if pixels is not None:
+        usable = np.abs(pixels.descriptors).sum(axis=1) > 0
+        both = usable[a] & usable[b]
+        correlation = np.where(both, pair_correlation(pixels.descriptors, a, b), np.nan)
+        distance = np.where(both, hash_distance(pixels.hashes, a, b), -1)
+        votes["pixels"] = both & (correlation >= thresholds["pixels"])
+        votes["hash"] = both & (distance <= thresholds["hash_bits"]) & (distance >= 0)
+    count = np.sum(list(votes.values()), axis=0) if len(a) else np.zeros(0, dtype=int)
+    chosen = count >= min_signals
+    names = np.array(list(votes))
+    method = ["+".join(names[[v[i] for v in votes.values()]]) for i in np.flatnonzero(chosen)]
     table = pd.DataFrame(
         {
-            "path_a": paths[a],
-            "item_a": items[a],
-            "path_b": paths[b],
-            "item_b": items[b],
-            "cosine": np.round(np.einsum("ij,ij->i", x[a], x[b]), 5),
-            "pixel_correlation": pairs["pixel_correlation"].round(4).to_numpy(),
-            "method": np.where(by_e & by_p, "both", np.where(by_e, "embedding", "pixels")),
-        }
+            "path_a": paths[a][chosen],
+            "item_a": items[a][chosen],
+            "path_b": paths[b][chosen],
+            "item_b": items[b][chosen],
+            "cosine": np.round(cosine[chosen], 5),
+            "pixel_correlation": np.round(correlation[chosen], 4),
+            "hash_bits": distance[chosen],
+            "signals": count[chosen].astype(int),
+            "method": method,
+        },
+        columns=columns,
     )
-    return table.sort_values("cosine", ascending=False).reset_index(drop=True)[columns]
+    return table.sort_values(["signals", "cosine"], ascending=False).reset_index(drop=True)
 
 
 def _first_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    if values.shape[1] == 0:  # one image: no neighbour at all
+        return np.full(len(values), -np.inf)
     masked = np.where(valid, values, -np.inf)
     return masked.max(axis=1)
 
@@ -285,47 +341,140 @@ def outlier_scores(sims: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray
     return distance, robust_z(distance)
 
 
-# --- quality ---------------------------------------------------------------------------
+# --- pixels: quality, descriptors, appearance ------------------------------------------
 
 
-def pixel_stats(paths: Sequence[Path], n_threads: int = 2) -> tuple[pd.DataFrame, np.ndarray]:
-    """Pixel statistics and a small descriptor per file, from one reduced re-read.
+@dataclass
+class PixelPass:
+    """What one re-read of each file gives the audit (rows follow the paths read).
 
-    Returns brightness (``mean``), contrast (``std``) and grey-level ``entropy`` (bits) of
-    a greyscale thumbnail at most 64 pixels wide, and a 16×16 greyscale descriptor
-    (zero mean, unit norm, so that a dot product is a correlation) for near-duplicate
-    search. Only formats Pillow opens directly are read (others get NaN and a zero
-    descriptor); JPEGs are decoded at reduced size (draft mode).
+    Attributes
+    ----------
+    stats : DataFrame
+        ``mean``, ``std`` (grey levels 0-255) and ``entropy`` (bits) of a greyscale copy.
+    descriptors : ndarray of shape (n, DESCRIPTOR_SIDE**2)
+        Band-passed, surround-masked greyscale descriptor, zero mean and unit norm
+        (zeros when unreadable): a dot product is a correlation of image *content*, not
+        of black surround or vignette.
+    hashes : ndarray of shape (n, 8) of uint64
+        64-bit DCT perceptual hash of each of the 8 flips / quarter-turns (row 0 as read).
+    appearance : DataFrame or None
+        The appearance attributes (:mod:`medsort.io.appearance`) when asked for.
     """
+
+    stats: pd.DataFrame
+    descriptors: np.ndarray
+    hashes: np.ndarray
+    appearance: pd.DataFrame | None = None
+
+
+def pixel_pass(
+    paths: Sequence[Path],
+    options: ReadOptions | None = None,
+    with_appearance: bool = False,
+    n_threads: int = 2,
+) -> PixelPass:
+    """Read the first item of each file through medsort's readers and measure it.
+
+    Reading through :func:`~medsort.io.readers.iter_images` means DICOM, NIfTI and
+    16-bit PNGs get their display intensities (a 16-bit PNG is not "blank" because a
+    greyscale conversion clipped it). Unreadable files get NaN statistics and zero
+    descriptors.
+    """
+    options = options or ReadOptions()
     with ThreadPoolExecutor(n_threads) as pool:
-        rows = list(pool.map(_stats_one, paths))
-    stats = pd.DataFrame([row[:3] for row in rows], columns=["mean", "std", "entropy"])
+        rows = list(pool.map(lambda path: _measure(Path(path), options, with_appearance), paths))
+    stats = pd.DataFrame([row[0] for row in rows], columns=["mean", "std", "entropy"])
     descriptors = np.zeros((len(rows), DESCRIPTOR_SIDE**2), dtype=np.float32)
+    hashes = np.zeros((len(rows), 8), dtype=np.uint64)
     for i, row in enumerate(rows):
-        if row[3] is not None:
-            descriptors[i] = row[3]
-    return stats, descriptors
+        if row[1] is not None:
+            descriptors[i], hashes[i] = row[1], row[2]
+    table = None
+    if with_appearance:
+        empty = dict.fromkeys(appearance.NAMES, np.nan)
+        table = pd.DataFrame([row[3] or empty for row in rows], columns=list(appearance.NAMES))
+    return PixelPass(stats, descriptors, hashes, table)
 
 
-def _stats_one(path: Path) -> tuple[float, float, float, np.ndarray | None]:
-    if Path(path).suffix.lower() not in PIL_SUFFIXES:
-        return (np.nan, np.nan, np.nan, None)
+def _measure(path: Path, options: ReadOptions, with_appearance: bool):  # noqa: ANN202
     try:
-        with Image.open(path) as image:
-            image.draft("L", (DRAFT_SIDE, DRAFT_SIDE))
-            image = image.convert("L") if image.mode != "L" else image
-            image.thumbnail((QUALITY_SIDE, QUALITY_SIDE))
-            pixels = np.asarray(image, dtype=np.uint8)
-            small = image.resize((DESCRIPTOR_SIDE, DESCRIPTOR_SIDE), Image.BILINEAR)
-    except (OSError, ValueError):
-        return (np.nan, np.nan, np.nan, None)
-    p = np.bincount(pixels.ravel(), minlength=256) / pixels.size
+        image = next(iter_images(path, options))
+    except (ReadError, StopIteration, OSError):
+        return (np.nan, np.nan, np.nan), None, None, None
+    small = appearance.downsample(image.pixels, QUALITY_SIDE)
+    gray = small.mean(axis=2) if small.ndim == 3 else small
+    levels = np.clip(np.round(gray), 0, 255).astype(np.int64)
+    p = np.bincount(levels.ravel(), minlength=256) / levels.size
     p = p[p > 0]
-    descriptor = np.asarray(small, dtype=np.float32).ravel()
-    descriptor -= descriptor.mean()
-    norm = float(np.linalg.norm(descriptor))
-    descriptor = descriptor / norm if norm > 1e-3 else np.zeros_like(descriptor)
-    return (float(pixels.mean()), float(pixels.std()), float(-(p * np.log2(p)).sum()), descriptor)
+    stats = (float(gray.mean()), float(gray.std()), float(-(p * np.log2(p)).sum()))
+    values = appearance.appearance(image) if with_appearance else None
+    content = content_image(gray)
+    return stats, content_descriptor(content), dihedral_phashes(content), values
+
+
+def content_image(gray: np.ndarray) -> np.ndarray:
+    """What is left of a greyscale image once its frame and lighting are taken away.
+
+    On a ``QUALITY_SIDE``² copy, the slow illumination (vignette, exposure, the fall-off
+    to a black surround) is subtracted with a wide Gaussian and the near-black surround is
+    zeroed: two fundus or dermoscopy photographs of different eyes or lesions then no
+    longer match through their common black frame.
+    """
+    square = np.asarray(
+        Image.fromarray(gray.astype(np.float32)).resize((QUALITY_SIDE, QUALITY_SIDE), Image.BOX)
+    )
+    top = float(np.percentile(square, 99))
+    field = square > max(0.1 * top, 2.0)
+    detail = square - ndimage.gaussian_filter(square, 8.0)
+    return np.where(ndimage.minimum_filter(field, size=5), detail, 0.0).astype(np.float32)
+
+
+def content_descriptor(content: np.ndarray) -> np.ndarray:
+    """:func:`content_image` smoothed, at ``DESCRIPTOR_SIDE``², zero mean, unit norm.
+
+    The smoothing (sigma 2 of 64 pixels) keeps a copy that was also shifted or cropped by
+    a few pixels correlated (LC25000's augmented copies).
+    """
+    smooth = ndimage.gaussian_filter(content, 2.0)
+    side = DESCRIPTOR_SIDE
+    small = smooth.reshape(side, smooth.shape[0] // side, side, -1).mean(axis=(1, 3)).ravel()
+    small = small - small.mean()
+    norm = float(np.linalg.norm(small))
+    return (small / norm if norm > 1e-3 else np.zeros_like(small)).astype(np.float32)
+
+
+def dihedral_phashes(content: np.ndarray) -> np.ndarray:
+    """64-bit DCT hash (Zauner's pHash) of the 8 flips / quarter-turns of an image.
+
+    Taken of :func:`content_image`, so a shared black frame or vignette does not make two
+    different photographs hash alike.
+    """
+    square = np.asarray(
+        Image.fromarray(content.astype(np.float32)).resize((HASH_SIDE, HASH_SIDE), Image.BOX),
+        dtype=np.float64,
+    )
+    out = np.zeros(8, dtype=np.uint64)
+    weights = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+    for i, variant in enumerate(_dihedral(square)):
+        low = fft.dctn(variant, norm="ortho")[:8, :8].ravel()
+        bits = low > np.median(low[1:])
+        out[i] = np.bitwise_or.reduce(weights[bits]) if bits.any() else np.uint64(0)
+    return out
+
+
+def _dihedral(square: np.ndarray) -> list[np.ndarray]:
+    turns = [np.rot90(square, k) for k in range(4)]
+    return turns + [t[:, ::-1] for t in turns]
+
+
+def hash_distance(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest Hamming distance between ``a``'s hash as read and any orientation of ``b``."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64)
+    xor = hashes[a, :1] ^ hashes[b]
+    bits = np.unpackbits(xor.view(np.uint8).reshape(len(a), 8, 8), axis=2).sum(axis=2)
+    return bits.min(axis=1).astype(np.int64)
 
 
 def dihedral_neighbours(descriptors: np.ndarray, k: int = 5, block: int = 256):

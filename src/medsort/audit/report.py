@@ -19,38 +19,95 @@ MAX_THUMBS = 8
 THUMB = 96
 
 
+HOW_IT_WORKS = (
+    "<p>The audit asks whether the groups (and, with <code>--truth</code>, the labels) follow "
+    "something other than the condition. It looks at three kinds of attribute: how the files "
+    "were stored (format, size, bit depth, folder, scanner tags), how the images look "
+    "(brightness, contrast, sharpness, noise, colour, dark corners, black bars, burned-in text "
+    "or rulers, hair or ink lines, zoom, JPEG quality — measured from the pixels), and any "
+    "columns you gave with <code>--metadata</code> (site, sex, age...).</p>"
+    "<p>For each attribute it measures two things (after Data AUDIT, arXiv 2304.03218): "
+    "<b>utility</b> — how much the attribute goes with the groups or labels (0 = not at all, "
+    "1 = one decides the other); and <b>detectability</b> — how much of it an image model "
+    "can still read from the pictures beyond the groups. An attribute high on both is a "
+    "possible <b>shortcut</b>: a model, or the grouping, may use it instead of the "
+    "disease. Differences in look between true classes are only a note unless the look "
+    "alone nearly separates them: a condition has a look of its own.</p>"
+    "<p><b>Stability</b> reruns the grouping five times on 80% of the images; a group that "
+    "does not come back (mean overlap below 0.6) is a cut through a continuum. "
+    "<b>Near duplicates</b> must be confirmed by two of three independent signals (image "
+    "model, content correlation with borders and vignette removed, perceptual hash), each "
+    "up to flips and rotations. Full explanation: docs/audit.md.</p>"
+)
+
+
 @register_section(10)
 def audit_warnings_section(result: SortResult, out_dir: Path) -> str:
-    """Flagged findings (likely shortcuts first), in plain language."""
+    """What a clinician should know first: verdict, warnings, each group's traits."""
     audit = load_audit(out_dir)
     if audit is None:
         return ""
     findings = audit.get("findings", [])
-    if not findings:
-        return (
-            '<h2>Audit</h2><p class="muted">No attribute of the files or metadata explains the '
-            "groups, and no duplicates, outliers or quality problems were found.</p>"
+    warnings = [f for f in findings if f["level"] == "warning"]
+    notes = [f for f in findings if f["level"] != "warning"]
+    parts = ["<h2>Audit: before you trust these groups</h2>"]
+    if not warnings:
+        parts.append(
+            '<p class="muted">Nothing found that the groups follow instead of the images\' '
+            "content: no file, appearance or metadata attribute explains them, and no "
+            "duplicate problem needs action.</p>"
         )
-    items = "".join(
-        f'<div class="warning"><b>{html.escape(f["level"].capitalize())}:</b> '
-        f"{html.escape(f['message'])}</div>"
-        for f in findings
-        if f["level"] == "warning"
+    parts += [
+        f'<div class="warning"><b>Warning:</b> {html.escape(f["message"])}</div>' for f in warnings
+    ]
+    parts.append(_groups_table(audit))
+    if notes:
+        items = "".join(f"<li>{html.escape(f['message'])}</li>" for f in notes)
+        parts.append(f"<details><summary>Notes ({len(notes)})</summary><ul>{items}</ul></details>")
+    parts.append(f"<details><summary>How this audit works</summary>{HOW_IT_WORKS}</details>")
+    parts.append('<p class="muted">Scores and tables: "Audit details" at the end.</p>')
+    return "\n".join(parts)
+
+
+def _groups_table(audit: dict[str, Any]) -> str:
+    """One row per group: what sets it apart, and whether it comes back on reruns."""
+    explanations = audit.get("group_explanations", {})
+    stability = audit.get("stability", {}) or {}
+    per_group = {str(k): v for k, v in (stability.get("per_group") or {}).items()}
+    unstable = {str(g) for g in stability.get("unstable", [])}
+    if not explanations:
+        return ""
+    rows = []
+    for group in sorted(explanations, key=lambda g: int(g) if g.lstrip("-").isdigit() else g):
+        traits = "; ".join(explanations[group]) or "nothing stands out"
+        score = per_group.get(group)
+        if score is None:
+            stable = "n/a"
+        else:
+            word = "unstable" if group in unstable else "stable"
+            stable = f"{word} ({score:.2f})"
+        rows.append(
+            f"<tr><td>{html.escape(group)}</td><td>{html.escape(traits)}</td>"
+            f"<td>{html.escape(stable)}</td></tr>"
+        )
+    overall = stability.get("overall")
+    caption = (
+        f" Whole grouping: {overall:.2f} mean overlap over {stability.get('n_runs')} reruns."
+        if overall is not None
+        else ""
     )
-    notes = "".join(
-        f"<li>{html.escape(f['message'])}</li>" for f in findings if f["level"] != "warning"
-    )
-    notes = f"<ul>{notes}</ul>" if notes else ""
     return (
-        "<h2>Audit warnings</h2>"
-        f"{items}{notes}"
-        '<p class="muted">Details at the end of the report; how to read them: docs/audit.md.</p>'
+        "<h3>What sets each group apart</h3>"
+        '<p class="muted">Compared with the other groups of the same modality; "stable" '
+        f"groups come back when the grouping is rerun on subsamples.{caption}</p>"
+        "<table><tr><th>group</th><th>differs from the others by</th><th>stability</th></tr>"
+        f"{''.join(rows)}</table>"
     )
 
 
 @register_section(60)
 def audit_details_section(result: SortResult, out_dir: Path) -> str:
-    """Attribute scores, ignored attributes and the hygiene tables."""
+    """Attribute scores, ignored attributes and the hygiene tables, folded."""
     audit = load_audit(out_dir)
     if audit is None:
         return ""
@@ -93,10 +150,11 @@ def _attribute_table(audit: dict[str, Any]) -> str:
                 cells.append(_cell(scores, "beyond_label"))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (
-        "<h3>Attributes</h3><p class='muted'>Scores are chance-adjusted normalised mutual "
-        "information (0 = none, 1 = complete); † = significant after Benjamini–Hochberg "
-        "correction.</p>"
-        f"<table>{head}{''.join(rows)}</table>"
+        "<details><summary>Attribute scores (statistics)</summary>"
+        "<p class='muted'>Scores are chance-adjusted normalised mutual information (0 = none, "
+        "1 = complete); † = significant after Benjamini–Hochberg correction. Source "
+        "<i>image</i> = measured from the pixels.</p>"
+        f"<table>{head}{''.join(rows)}</table></details>"
     )
 
 
@@ -144,13 +202,15 @@ def _near_duplicates(
     pairs = "".join(
         f'<div class="grid" style="margin:4px 0">{_thumb(result, r.path_a, r.item_a, options)}'
         f"{_thumb(result, r.path_b, r.item_b, options)}"
-        f'<span class="muted">cosine {float(r.cosine):.4f}, pixels {r.pixel_correlation or "-"}'
-        f" ({r.method})</span></div>"
+        f'<span class="muted">cosine {float(r.cosine):.4f}, content {r.pixel_correlation or "-"}'
+        f", hash {getattr(r, 'hash_bits', '-')} bits ({r.method})</span></div>"
         for r in table.head(MAX_THUMBS).itertuples(index=False)
     )
     return (
-        f"<h3>Near duplicates ({len(table)} pairs; embedding cosine ≥ {near['threshold']:.4f} "
-        f"or pixel correlation ≥ {near['pixel_threshold']} up to flips and quarter-turns)</h3>"
+        f"<h3>Near duplicates ({len(table)} pairs, each confirmed by "
+        f"{near.get('min_signals', 2)} of: embedding cosine ≥ {near['threshold']:.4f}, content "
+        f"correlation ≥ {near['pixel_threshold']}, perceptual hash within "
+        f"{near.get('hash_bits', '-')} bits; up to flips and quarter-turns)</h3>"
         f"{pairs}" + _table_block(out_dir / NEAR_DUPLICATES, "All pairs").replace("<h3>", "<h4>", 1)
     )
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from medsort.audit import hygiene
+from medsort.audit import explain, hygiene, stability
 from medsort.audit.attributes import (
     Attribute,
     align_metadata,
@@ -33,7 +33,9 @@ from medsort.audit.shortcuts import (
     predict_attribute,
     utility,
 )
+from medsort.io import appearance
 from medsort.io.outputs import write_csv, write_text
+from medsort.io.readers import ReadOptions
 from medsort.results import SortResult
 
 AUDIT = "audit.json"
@@ -67,10 +69,24 @@ class AuditSettings:
         Permutations per test.
     near_z, outlier_z : float
         Robust z-score cuts for near duplicates and outliers.
+    pixel_floor : float
+        Lowest content correlation the calibrated near-duplicate cut may take.
+    hash_bits : int
+        Largest perceptual-hash distance (of 64 bits) that counts as a copy.
+    min_signals : int
+        Signals (embedding, content correlation, perceptual hash) that must agree before
+        a pair is called a near duplicate.
     n_neighbours : int
         Neighbours searched per image.
     quality : bool
-        Re-read images for pixel statistics.
+        Re-read images for pixel statistics (quality flags, duplicate signals, and the
+        appearance attributes of folders sorted before they were recorded).
+    strong_utility : float
+        Utility above which an appearance attribute alone nearly separates the groups (or
+        the classes): a warning even without labels to compare with. Below it, an
+        appearance difference is a note (it may be how the condition looks).
+    stability_runs : int
+        Subsampled reruns of the grouping for the stability score (0 = none).
     random_state : int
         Seed of permutations, PCA and cross-validation folds.
     """
@@ -81,9 +97,14 @@ class AuditSettings:
     determined: float = 0.1
     n_permutations: int = 200
     near_z: float = 4.0
+    pixel_floor: float = 0.8
+    hash_bits: int = 10
+    min_signals: int = 2
     outlier_z: float = 3.5
     n_neighbours: int = 10
     quality: bool = True
+    strong_utility: float = 0.6
+    stability_runs: int = 5
     random_state: int = 0
 
 
@@ -152,23 +173,54 @@ def _audit(
     timings["load+hash"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    pixels = _pixel_rows(result, settings)
+    items = result.items
+    if pixels is not None and pixels.appearance is not None:
+        items = pd.concat([items.reset_index(drop=True), pixels.appearance], axis=1)
+    timings["pixels"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
     labels = _truth_codes(result, truth_csv)
     metadata = None
     if metadata_csv is not None:
         metadata = align_metadata(result.items, read_table(metadata_csv))
     exclude = ("label",) if truth_csv is not None else ()
-    attributes, ignored = collect_attributes(result.items, metadata, exclude=exclude)
+    attributes, ignored = collect_attributes(items, metadata, exclude=exclude)
     rows = _audit_attributes(result, attributes, labels, settings)
-    findings = _findings(rows, result, attributes, labels is not None, settings)
+    findings = _findings(rows, result, attributes, items, labels is not None, settings)
+    groups = result.assignments["group"].to_numpy()
+    modality = result.assignments["modality_group"].to_numpy()
+    explained = explain.group_explanations(
+        attributes, items, groups, modality, skip=CONTENT_DEPENDENT
+    )
+    verdict = _grouping_verdict(rows, labels, groups, settings)
+    findings = _verdict_findings(verdict) + findings
     timings["attributes"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    hygiene_tables, hygiene_summary = _hygiene(result, hashes, settings)
+    stable = {"per_group": {}, "unstable": [], "overall": None, "n_runs": 0}
+    if settings.stability_runs > 0:
+        stable = stability.group_stability(
+            result.embeddings,
+            groups,
+            n_clusters=result.run.get("n_clusters"),
+            n_runs=settings.stability_runs,
+            random_state=settings.random_state,
+        )
+    findings += _stability_findings(stable)
+    timings["stability"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    hygiene_tables, hygiene_summary = _hygiene(result, hashes, pixels, settings)
+    if labels is not None:
+        hygiene_summary["label_conflicts"] = _label_conflicts(
+            hygiene_tables[NEAR_DUPLICATES], result, labels
+        )
     findings += _hygiene_findings(hygiene_summary)
     timings["hygiene"] = time.perf_counter() - clock
 
     audit = {
-        "version": 1,
+        "version": 2,
         "n_items": len(result.assignments),
         "targets": ["groups"] + (["label"] if labels is not None else []),
         "settings": settings.__dict__,
@@ -177,6 +229,10 @@ def _audit(
         "findings": findings,
         "attributes": rows,
         "ignored": [{"name": i.name, "reason": i.reason} for i in ignored],
+        "group_explanations": explain.texts(explained),
+        "group_explanation_details": explained,
+        "grouping_verdict": verdict,
+        "stability": stable,
         "hygiene": hygiene_summary,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -370,11 +426,13 @@ def _findings(
     rows: list[dict[str, Any]],
     result: SortResult,
     attributes: list[Attribute],
+    items: pd.DataFrame,
     has_truth: bool,
     settings: AuditSettings,
 ) -> list[dict[str, Any]]:
     by_name = {a.name: a for a in attributes}
     groups = result.assignments["group"].to_numpy()
+    modality = result.assignments["modality_group"].to_numpy()
     findings = []
     for row in rows:
         attribute = by_name[row["name"]]
@@ -384,17 +442,13 @@ def _findings(
                 target == "groups" and has_truth and verdict != "shortcut"
             ):
                 continue
-            level = "warning" if verdict == "shortcut" else "note"
-            if row["name"] in CONTENT_DEPENDENT:
-                level = "note"
-            if target == "groups":
-                message = _groups_message(
-                    attribute,
-                    groups,
-                    scores,
-                    has_truth,
-                    result.assignments["modality_group"].to_numpy(),
+            level = _level(row, target, scores, has_truth, settings)
+            if row["source"] == "image":
+                message = _appearance_message(
+                    row["name"], items, groups, modality, scores, target, level, has_truth
                 )
+            elif target == "groups":
+                message = _groups_message(attribute, groups, scores, has_truth, modality)
             else:
                 message = _label_message(attribute, row, scores, verdict)
             findings.append(
@@ -410,8 +464,224 @@ def _findings(
                     "message": message,
                 }
             )
+    findings = _merge_class_looks(findings, rows)
+    findings = _merge_group_looks(findings)
     findings.sort(key=lambda f: (f["level"] != "warning", -(f["utility"] or 0)))
     return findings
+
+
+def _merge_class_looks(
+    findings: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One note for every appearance attribute that merely differs between the classes."""
+    looks = [
+        f for f in findings
+        if f["source"] == "image" and f["target"] == "label" and f["level"] == "note"
+    ]  # fmt: skip
+    if not looks:
+        return findings
+    groups_utility = {r["name"]: r["targets"]["groups"]["utility"] for r in rows}
+    parts = ", ".join(
+        f"{appearance.WORDS[f['attribute']]} (utility {f['utility']:.2f} for the labels, "
+        f"{groups_utility[f['attribute']]:.2f} for the groups)"
+        for f in sorted(looks, key=lambda f: -(f["utility"] or 0))
+    )
+    merged = {
+        "level": "note",
+        "kind": "attribute",
+        "attribute": looks[0]["attribute"] if len(looks) == 1 else None,
+        "attributes": [f["attribute"] for f in looks],
+        "source": "image",
+        "target": "label",
+        "verdict": "class_look",
+        "utility": max(f["utility"] or 0 for f in looks),
+        "detectability": None,
+        "message": (
+            f"The true classes differ in how their images look: {parts}. This may be how "
+            "the conditions look, or how their images were taken; none of it alone tells "
+            "the classes apart."
+        ),
+    }
+    return [f for f in findings if f not in looks] + [merged]
+
+
+def _merge_group_looks(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One warning for every appearance attribute the groups follow (strongest first)."""
+    looks = [
+        f for f in findings
+        if f["source"] == "image" and f["target"] == "groups" and f["level"] == "warning"
+    ]  # fmt: skip
+    if len(looks) < 2:
+        return findings
+    looks.sort(key=lambda f: -(f["utility"] or 0))
+    others = ", ".join(
+        f"{appearance.WORDS[f['attribute']]} ({f['utility']:.2f})" for f in looks[1:]
+    )
+    merged = dict(looks[0])
+    merged["attributes"] = [f["attribute"] for f in looks]
+    merged["message"] = f"{looks[0]['message']} They also follow {others}."
+    return [f for f in findings if f not in looks] + [merged]
+
+
+def _level(
+    row: dict[str, Any],
+    target: str,
+    scores: dict[str, Any],
+    has_truth: bool,
+    settings: AuditSettings,
+) -> str:
+    """``warning`` or ``note`` for a flagged attribute.
+
+    An appearance attribute is always visible to an image model, so "visible and goes
+    with the target" alone is not a shortcut (a condition has a look), and "not visible
+    beyond the target" does not clear it either (a look planted on one class is fully
+    explained by the class). For the labels it is a warning when it alone nearly
+    separates them (utility >= ``strong_utility``). For the groups: with labels, when the
+    groups follow it beyond the true classes; without, only for attributes of the frame
+    and file (vignette, surround, padding, text, JPEG quality), as colour, sharpness or
+    brightness can be the condition's own look. Otherwise a note.
+    """
+    strong = (scores["utility"] or 0) >= settings.strong_utility
+    if row["source"] == "image":
+        if target == "label":
+            return "warning" if strong else "note"
+        if has_truth or row["name"] in appearance.ACQUISITION:
+            return "warning" if scores["verdict"] == "shortcut" else "note"
+        return "note"
+    if row["name"] in CONTENT_DEPENDENT or scores["verdict"] != "shortcut":
+        return "note"
+    return "warning"
+
+
+def _appearance_message(
+    name: str,
+    items: pd.DataFrame,
+    groups: np.ndarray,
+    modality: np.ndarray,
+    scores: dict[str, Any],
+    target: str,
+    level: str,
+    has_truth: bool,
+) -> str:
+    """Plain words first; the scores in brackets at the end."""
+    label = appearance.WORDS[name]
+    stats = f"(utility {scores['utility']:.2f}"
+    if target == "label":
+        lead = f"The true classes differ in {label}."
+        if level == "warning":
+            return (
+                f"{lead} It alone nearly tells the classes apart: a model trained on these "
+                f"labels may learn the {label} instead of the condition. Check how the "
+                f"images of each class were taken. {stats})"
+            )
+        return f"{lead} This may be how the condition looks, or how its images were taken. {stats})"
+    contrast = explain.strongest_contrast(name, items, groups, modality)
+    detail = f" Group {contrast[0]}: {contrast[1]}." if contrast else ""
+    lead = f"The groups follow {label}.{detail}"
+    if has_truth:
+        return (
+            f"{lead} Within each true class the groups still differ in it, so they may "
+            f"follow how the images were taken, not the condition. {stats}, beyond the "
+            f"labels {scores['beyond_label']:.2f})"
+        )
+    if level == "warning":
+        return (
+            f"{lead} These groups may follow how the images were taken, not the condition; "
+            f"labels for a few images (--truth) would tell. {stats})"
+        )
+    return f"{lead} This may be the condition's look, or how the images were taken. {stats})"
+
+
+def _grouping_verdict(
+    rows: list[dict[str, Any]],
+    labels: np.ndarray | None,
+    groups: np.ndarray,
+    settings: AuditSettings,
+) -> dict[str, Any]:
+    """Whether the grouping is explained by appearance better than by anything else.
+
+    Compares the appearance attribute with the highest utility for the groups (flagged as
+    a shortcut) with the best other attribute and, given labels, with the labels.
+    """
+
+    def best(sources: tuple[str, ...]) -> dict[str, Any] | None:
+        flagged = [
+            r for r in rows
+            if r["source"] in sources and r["targets"]["groups"]["verdict"] == "shortcut"
+        ]  # fmt: skip
+        return max(flagged, key=lambda r: r["targets"]["groups"]["utility"], default=None)
+
+    look = best(("image",))
+    if look is not None and labels is None and look["name"] not in appearance.ACQUISITION:
+        return {"verdict": "ok", "attribute": None, "utility": None, "label_utility": None}
+    other = best(("file", "path", "dicom", "metadata"))
+    label_utility = None
+    if labels is not None:
+        known = labels >= 0
+        rng = np.random.default_rng(settings.random_state)
+        label_utility = utility(
+            labels[known], codes_of(groups[known]), settings.n_permutations, rng
+        ).value
+    verdict = {
+        "verdict": "ok",
+        "attribute": None,
+        "utility": None,
+        "label_utility": None if label_utility is None else round(label_utility, 4),
+    }
+    if look is None:
+        return verdict
+    value = look["targets"]["groups"]["utility"]
+    beats_other = other is None or value >= other["targets"]["groups"]["utility"]
+    if label_utility is not None:
+        follows = beats_other and value > label_utility
+    else:
+        follows = beats_other and look["name"] in appearance.ACQUISITION
+    if follows:
+        verdict.update(verdict="appearance", attribute=look["name"], utility=value)
+    return verdict
+
+
+def _verdict_findings(verdict: dict[str, Any]) -> list[dict[str, Any]]:
+    if verdict["verdict"] != "appearance":
+        return []
+    name = appearance.WORDS[verdict["attribute"]]
+    versus = (
+        f" and more than they follow the true labels ({verdict['label_utility']:.2f})"
+        if verdict["label_utility"] is not None
+        else ""
+    )
+    return [
+        {
+            "level": "warning",
+            "kind": "verdict",
+            "attribute": verdict["attribute"],
+            "source": "image",
+            "target": "groups",
+            "verdict": "appearance",
+            "utility": verdict["utility"],
+            "detectability": None,
+            "message": (
+                f"These groups may follow how the images were taken, not the condition: "
+                f"above all they differ in {name}, more than in any file or metadata "
+                f"attribute{versus}. Look at what sets each group apart below before "
+                f"reading them as diagnoses. (utility {verdict['utility']:.2f})"
+            ),
+        }
+    ]
+
+
+def _stability_findings(stable: dict[str, Any]) -> list[dict[str, Any]]:
+    if not stable.get("unstable"):
+        return []
+    ids = ", ".join(str(g) for g in stable["unstable"])
+    return [
+        _hygiene_finding(
+            "stability",
+            f"Group(s) {ids} did not come back when the grouping was rerun on subsamples "
+            f"(mean Jaccard below {stable['threshold']}): treat them as cuts through a "
+            "continuum rather than distinct groups.",
+        )
+    ]
 
 
 def group_contrast(
@@ -518,25 +788,69 @@ def _label_message(
 # --- hygiene -----------------------------------------------------------------------------
 
 
+def _pixel_rows(result: SortResult, settings: AuditSettings) -> hygiene.PixelPass | None:
+    """One re-read per file through the readers, spread to rows (``None`` when not asked).
+
+    Rows of multi-item files (slices, frames, tiles) get NaN statistics and zero
+    descriptors: only their first item is re-read, so per-row values would be wrong.
+    Appearance is measured here only for output folders written before the embed stage
+    recorded it.
+    """
+    if not settings.quality or len(result.assignments) == 0:
+        return None
+    assignments = result.assignments
+    unique = list(dict.fromkeys(assignments["path"]))
+    missing = not set(appearance.NAMES) <= set(result.items.columns)
+    options = ReadOptions(**result.run.get("read_options", {}))
+    read = hygiene.pixel_pass(
+        [result.source_path(p) for p in unique], options, with_appearance=missing
+    )
+    position = {path: i for i, path in enumerate(unique)}
+    rows = np.array([position[p] for p in assignments["path"]])
+    multi = assignments["path"].duplicated(keep=False).to_numpy()
+    stats = read.stats.iloc[rows].reset_index(drop=True)
+    stats.loc[multi] = np.nan
+    descriptors, hashes = read.descriptors[rows], read.hashes[rows]
+    descriptors[multi], hashes[multi] = 0.0, 0
+    table = None
+    if read.appearance is not None:
+        table = read.appearance.iloc[rows].reset_index(drop=True)
+        table.loc[multi] = np.nan
+    return hygiene.PixelPass(stats, descriptors, hashes, table)
+
+
 def _hygiene(
-    result: SortResult, hashes: list[str], settings: AuditSettings
+    result: SortResult,
+    hashes: list[str],
+    pixels: hygiene.PixelPass | None,
+    settings: AuditSettings,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     assignments = result.assignments
     paths, items = assignments["path"].tolist(), assignments["item"].tolist()
     exact = hygiene.exact_duplicates(paths, items, hashes)
     x = hygiene.normalise(result.embeddings)
     sims, idx = hygiene.nearest_neighbours(x, settings.n_neighbours)
-    by_embedding, threshold = hygiene.near_pairs(sims, idx, paths, hashes, z=settings.near_z)
-    quality, descriptors = _quality(result, settings)
-    by_pixels, pixel_threshold = pd.DataFrame(columns=["a", "b", "similarity"]), None
-    if descriptors is not None:
-        usable = np.abs(descriptors).sum(axis=1) > 0
-        p_sims, p_idx = hygiene.dihedral_neighbours(descriptors, k=5)
-        by_pixels, pixel_threshold = hygiene.near_pairs(
-            p_sims, p_idx, paths, hashes, z=settings.near_z, floor=0.8, ceiling=0.98,
-            usable=usable,
+    _, threshold = hygiene.near_pairs(sims, idx, paths, hashes, z=settings.near_z)
+    neighbour_lists = [idx]
+    pixel_threshold = None
+    if pixels is not None:
+        usable = np.abs(pixels.descriptors).sum(axis=1) > 0
+        p_sims, p_idx = hygiene.dihedral_neighbours(pixels.descriptors, k=5)
+        _, pixel_threshold = hygiene.near_pairs(
+            p_sims, p_idx, paths, hashes, z=settings.near_z, floor=settings.pixel_floor,
+            ceiling=0.98, usable=usable,
         )  # fmt: skip
-    near = hygiene.near_duplicate_table(by_embedding, by_pixels, x, descriptors, paths, items)
+        neighbour_lists.append(p_idx)
+    a, b = hygiene.candidate_pairs(*neighbour_lists)
+    thresholds = {
+        "cosine": threshold,
+        "pixels": pixel_threshold if pixel_threshold is not None else 1.0,
+        "hash_bits": settings.hash_bits,
+    }
+    near = hygiene.near_duplicate_table(
+        a, b, x, pixels, paths, items, hashes, thresholds, min_signals=settings.min_signals
+    )
+    quality = _quality(result, pixels)
     knn, z = hygiene.outlier_scores(sims)
     far = z > settings.outlier_z
     outliers = pd.DataFrame(
@@ -557,14 +871,18 @@ def _hygiene(
         "near_duplicates": {
             "threshold": round(threshold, 5),
             "pixel_threshold": None if pixel_threshold is None else round(pixel_threshold, 4),
+            "hash_bits": settings.hash_bits,
+            "min_signals": settings.min_signals,
+            "n_candidates": len(a),
             "n_pairs": len(near),
-            "n_by_embedding": int(near["method"].isin(["embedding", "both"]).sum()),
-            "n_by_pixels": int(near["method"].isin(["pixels", "both"]).sum()),
+            "n_by_embedding": int(near["method"].astype(str).str.contains("embedding").sum()),
+            "n_by_pixels": int(near["method"].astype(str).str.contains("pixels").sum()),
+            "n_by_hash": int(near["method"].astype(str).str.contains("hash").sum()),
             "n_items": len(set(near["path_a"]) | set(near["path_b"])) if len(near) else 0,
         },
         "outliers": {
             "n_items": int(far.sum()),
-            "median_knn_distance": round(float(np.median(knn)), 5),
+            "median_knn_distance": round(float(np.median(knn)), 5) if len(knn) else None,
             "z": settings.outlier_z,
         },
         "quality": _quality_summary(quality, settings),
@@ -574,21 +892,13 @@ def _hygiene(
     return tables, summary
 
 
-def _quality(result: SortResult, settings: AuditSettings) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Quality table per row, and the pixel descriptor per row (``None`` when not read)."""
+def _quality(result: SortResult, pixels: hygiene.PixelPass | None) -> pd.DataFrame:
+    """Quality table per row (empty when pixels were not re-read)."""
     assignments, items = result.assignments, result.items
     columns = ["path", "item", "flags", "mean", "std", "entropy", "width", "height"]
-    if not settings.quality:
-        return pd.DataFrame(columns=columns), None
-    unique = list(dict.fromkeys(assignments["path"]))
-    stats, descriptors = hygiene.pixel_stats([result.source_path(p) for p in unique])
-    position = {path: i for i, path in enumerate(unique)}
-    rows = np.array([position[p] for p in assignments["path"]])
-    per_row = stats.iloc[rows].reset_index(drop=True)
-    per_descriptor = descriptors[rows]
-    multi = assignments["path"].duplicated(keep=False).to_numpy()  # volume slices: n/a
-    per_row.loc[multi] = np.nan
-    per_descriptor[multi] = 0.0
+    if pixels is None:
+        return pd.DataFrame(columns=columns)
+    per_row = pixels.stats
     width = items["width"] if "width" in items.columns else None
     height = items["height"] if "height" in items.columns else None
     table = pd.DataFrame({"path": assignments["path"], "item": assignments["item"]})
@@ -597,7 +907,7 @@ def _quality(result: SortResult, settings: AuditSettings) -> tuple[pd.DataFrame,
         table[column] = per_row[column].round(3).to_numpy()
     table["width"] = width.to_numpy() if width is not None else ""
     table["height"] = height.to_numpy() if height is not None else ""
-    return table[columns], per_descriptor
+    return table[columns]
 
 
 def _quality_summary(quality: pd.DataFrame, settings: AuditSettings) -> dict[str, Any]:
@@ -612,8 +922,30 @@ def _quality_summary(quality: pd.DataFrame, settings: AuditSettings) -> dict[str
     }
 
 
+def _label_conflicts(near: pd.DataFrame, result: SortResult, labels: np.ndarray) -> int:
+    """Near-duplicate pairs whose two images carry different known labels."""
+    if near.empty:
+        return 0
+    label_of = dict(zip(result.assignments["path"], labels, strict=True))
+    a = np.array([label_of.get(p, -1) for p in near["path_a"]])
+    b = np.array([label_of.get(p, -1) for p in near["path_b"]])
+    return int(np.sum((a != b) & (a >= 0) & (b >= 0)))
+
+
 def _hygiene_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
     findings = []
+    if summary.get("label_conflicts"):
+        findings.append(
+            _hygiene_finding(
+                "label_conflicts",
+                level="warning",
+                message=(
+                    f"{summary['label_conflicts']} pairs of nearly identical images carry "
+                    "different labels: the same picture may be filed under two conditions. "
+                    "See near_duplicates.csv."
+                ),
+            )
+        )
     exact = summary["exact_duplicates"]
     if exact["n_items"]:
         findings.append(
@@ -633,9 +965,11 @@ def _hygiene_findings(summary: dict[str, Any]) -> list[dict[str, Any]]:
             _hygiene_finding(
                 "near_duplicates",
                 f"{near['n_pairs']} pairs of images look nearly identical ({near['n_items']} "
-                f"images; {near['n_by_embedding']} pairs by embedding, {near['n_by_pixels']} "
-                "by pixels up to a flip or quarter-turn): resized, re-encoded, "
-                "flipped or rotated copies inflate groups and leak between train and test "
+                f"images), each confirmed by at least {near['min_signals']} independent "
+                f"signals (image model {near['n_by_embedding']}, content correlation "
+                f"{near['n_by_pixels']}, perceptual hash {near['n_by_hash']}; up to flips "
+                "and quarter-turns): resized, re-encoded, flipped or rotated copies inflate "
+                "groups and leak between train and test "
                 "splits; see near_duplicates.csv.",
             )
         )

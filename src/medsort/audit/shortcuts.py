@@ -184,6 +184,8 @@ def image_features(embeddings: np.ndarray, n_components: int = 32, random_state:
     x = np.asarray(embeddings, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), EPS)
     n_components = max(1, min(n_components, x.shape[0] - 1, x.shape[1]))
+    if x.shape[0] < 3:  # nothing to learn from: no attribute can be cross-validated anyway
+        return x[:, :n_components] - x[:, :n_components].mean(axis=0)
     return PCA(n_components=n_components, random_state=random_state).fit_transform(x)
 
 

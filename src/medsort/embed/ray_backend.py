@@ -33,7 +33,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
-from medsort.embed.stream import Embedded, PendingFile, assemble_embedded, embed_pending
+from medsort.embed.stream import (
+    Embedded,
+    PendingFile,
+    assemble_embedded,
+    cache_token,
+    embed_pending,
+)
 from medsort.io.readers import ReadOptions
 
 __all__ = ["embed_files_ray", "default_num_workers"]
@@ -143,7 +149,7 @@ def _check_cache(
 ) -> tuple[dict[int, CachedFile], dict[int, str], dict[int, str], dict[int, str]]:
     """Hash files in parallel; return cache hits, every content hash, unreadable files and
     misses (their cache keys), each keyed by file index."""
-    token = options.cache_token()
+    token = cache_token(options)
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}

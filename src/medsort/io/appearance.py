@@ -1,0 +1,321 @@
+"""Appearance attributes of an image, measured from its pixels: how it was taken.
+
+Computed once per item in the read pass (the embed stage stores them with the embedding)
+on a copy at most :data:`SIDE` pixels on its longer side, from the display pixels of
+:class:`~medsort.io.image.MedImage` — so DICOM, NIfTI, slide tiles and 16-bit images get
+real values (their intensities are already windowed / scaled by the readers). About
+10 ms per image on one core (``benchmarks/bench_audit.py --appearance-cost``).
+
+Every value is a plain float; ``nan`` where it does not apply (colour of a grey image,
+JPEG quality of a PNG). The audit (:mod:`medsort.audit`) bins them like any attribute.
+What each one means, in words: :data:`DESCRIPTIONS` and ``docs/audit.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from medsort.io.image import MedImage
+
+SIDE = 160
+"""Longer side of the working copy."""
+VERSION = 1
+"""Bumped whenever a value changes meaning; part of the embedding cache key."""
+CORNER = 0.15
+"""Corner squares (share of each side) compared with the centre for the vignette."""
+MARK_MIN_SIDE = 64
+"""Smaller images get no stroke measure: at 28 px a rib edge is as thin as a letter."""
+MARK_CONTRAST = 60.0
+"""Grey levels a thin stroke must stand out from its surround to count as a mark."""
+
+DESCRIPTIONS: dict[str, tuple[str, str, str]] = {
+    # name: (what it measures, word when higher, word when lower)
+    "brightness": ("mean grey level (0-255)", "brighter", "darker"),
+    "contrast": ("spread of grey levels inside the field of view", "more contrast", "flatter"),
+    "sharpness": ("steepness of the strongest edges, per unit of contrast", "sharper", "blurrier"),
+    "noise": ("pixel-to-pixel noise (grey levels)", "noisier", "smoother"),
+    "saturation": ("how colourful (0 = grey)", "more colourful", "paler colours"),
+    "red_cast": ("red minus the mean of green and blue", "redder / pinker", "less red"),
+    "blue_cast": ("blue minus the mean of red and green", "bluer / more purple", "less blue"),
+    "vignette": (
+        "how much darker the corners are than the centre (0 = even, 1 = black corners)",
+        "darker border (vignette)",
+        "evenly lit to the corners",
+    ),
+    "dark_surround": (
+        "share of the image that is near-black background",
+        "more black surround",
+        "less black surround",
+    ),
+    "padding": (
+        "share of the image in uniform bars along the edges (letterbox / padding)",
+        "padded (uniform bars at the edges)",
+        "less padding",
+    ),
+    "text_marks": (
+        "thin strokes crowded in one border region: burned-in text, markers, rulers",
+        "burned-in text or markers",
+        "fewer border marks",
+    ),
+    "dark_strokes": (
+        "share of pixels in thin dark strokes (hair, ink, pen marks, rulers)",
+        "more hair / ink / dark lines",
+        "fewer dark lines",
+    ),
+    "object_area": (
+        "share of the field of view taken by the darker part (lesion, tissue): zoom",
+        "larger object / closer zoom",
+        "smaller object / wider view",
+    ),
+    "jpeg_quality": ("JPEG quality estimated from the file's tables (1-100)", "higher", "lower"),
+}
+NAMES = tuple(DESCRIPTIONS)
+WORDS = {
+    "brightness": "brightness",
+    "contrast": "contrast",
+    "sharpness": "sharpness (focus)",
+    "noise": "image noise (grain)",
+    "saturation": "colour strength",
+    "red_cast": "red / pink tint",
+    "blue_cast": "blue / purple tint",
+    "vignette": "dark corners (vignette)",
+    "dark_surround": "black surround",
+    "padding": "black bars (padding)",
+    "text_marks": "burned-in text or markers",
+    "dark_strokes": "hair, ink or dark lines",
+    "object_area": "object size (zoom)",
+    "jpeg_quality": "JPEG quality",
+}
+"""What each attribute is called in a sentence of the report."""
+ACQUISITION = ("vignette", "dark_surround", "padding", "text_marks", "jpeg_quality")
+"""Attributes of the frame and the file, not of the tissue: they are rarely the condition
+itself. The others (brightness, colour, sharpness, noise, strokes, object size) can be
+how a condition looks as much as how its images were taken."""
+PRESENCE = {
+    "vignette": 0.3,
+    "dark_surround": 0.1,
+    "padding": 0.05,
+    "text_marks": 0.02,
+    "dark_strokes": 0.01,
+}
+"""Level above which an attribute is "present" in an image, for shares in explanations."""
+
+# libjpeg's standard luminance table (quality 50), in natural order.
+_STANDARD_LUMA = np.array(
+    [
+        16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+        14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+        18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+        49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    ],
+    dtype=float,
+)  # fmt: skip
+
+
+def appearance(image: MedImage) -> dict[str, float]:
+    """Every appearance attribute of one item (see :data:`DESCRIPTIONS`)."""
+    pixels = downsample(image.pixels)
+    gray = pixels.mean(axis=2) if pixels.ndim == 3 else pixels.astype(np.float32)
+    field = _field_of_view(gray)
+    values = grey_attributes(gray, field)
+    values.update(colour_attributes(pixels, gray, field))
+    values["jpeg_quality"] = jpeg_quality(image.path, image.meta.get("format"))
+    for name, level in PRESENCE.items():  # a trace (one uniform row, a speck) is none
+        if values[name] < level / 10:
+            values[name] = 0.0
+    return {name: _round(values[name]) for name in NAMES}
+
+
+def downsample(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """A float32 copy whose longer side is at most ``side`` (box filter)."""
+    height, width = pixels.shape[:2]
+    scale = max(height, width) / side
+    if scale > 1:
+        size = (max(1, round(width / scale)), max(1, round(height / scale)))
+        pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BOX))
+    return pixels.astype(np.float32)
+
+
+def grey_attributes(gray: np.ndarray, field: np.ndarray | None = None) -> dict[str, float]:
+    """Brightness, contrast, sharpness, noise, borders, marks and object size."""
+    field = _field_of_view(gray) if field is None else field
+    inside = gray[field] if field.any() else gray.ravel()
+    contrast = float(inside.std())
+    return {
+        "brightness": float(gray.mean()),
+        "contrast": contrast,
+        "sharpness": _sharpness(gray, field),
+        "noise": _noise(gray),
+        "vignette": _vignette(gray),
+        "dark_surround": float(1.0 - field.mean()),
+        "padding": _padding(gray),
+        **_marks(gray),
+        "object_area": _object_area(inside),
+    }
+
+
+def colour_attributes(
+    pixels: np.ndarray, gray: np.ndarray, field: np.ndarray | None = None
+) -> dict[str, float]:
+    """Saturation and red / blue cast inside the field of view; ``nan`` for grey images."""
+    if pixels.ndim != 3:
+        return {"saturation": math.nan, "red_cast": math.nan, "blue_cast": math.nan}
+    field = _field_of_view(gray) if field is None else field
+    r, g, b = (pixels[:, :, c][field] if field.any() else pixels[:, :, c].ravel() for c in range(3))
+    if max(np.abs(r - g).max(initial=0), np.abs(b - g).max(initial=0)) < 1:
+        return {"saturation": math.nan, "red_cast": math.nan, "blue_cast": math.nan}
+    high = np.maximum(np.maximum(r, g), b)
+    low = np.minimum(np.minimum(r, g), b)
+    saturation = (high - low) / np.maximum(high, 1)
+    return {
+        "saturation": float(saturation.mean()),
+        "red_cast": float(r.mean() - (g.mean() + b.mean()) / 2),
+        "blue_cast": float(b.mean() - (r.mean() + g.mean()) / 2),
+    }
+
+
+def _field_of_view(gray: np.ndarray) -> np.ndarray:
+    """Pixels that are not near-black surround: above 10% of the 99th percentile."""
+    top = float(np.percentile(gray, 99))
+    return gray > max(0.1 * top, 2.0)
+
+
+def _sharpness(gray: np.ndarray, field: np.ndarray) -> float:
+    """Steepness of the strongest edges: 95th percentile of the gradient magnitude inside
+    the field of view, per grey-level range (5th to 95th percentile) of the field.
+
+    Blur flattens the strongest edges first; dividing by the range makes a darker or
+    flatter copy of the same image equally sharp, and the field mask keeps the rim of a
+    black surround from counting as detail. Noise barely moves it (unlike a Laplacian).
+    """
+    gy, gx = np.gradient(gray)
+    magnitude = np.hypot(gx, gy)
+    inner = _min_filter(field.astype(np.uint8), 5).astype(bool)
+    if inner.sum() <= 16:
+        inner = np.ones_like(field)
+    inside = gray[inner]
+    spread = float(np.percentile(inside, 95) - np.percentile(inside, 5))
+    return float(np.percentile(magnitude[inner], 95) / max(spread, 1.0))
+
+
+def _noise(gray: np.ndarray) -> float:
+    """Immerkær's fast noise estimate (sigma, grey levels) from a Laplacian difference mask."""
+    if min(gray.shape) < 3:
+        return math.nan
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+    response = np.abs(ndimage.convolve(gray, kernel, mode="nearest"))[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * response.mean() / 6)
+
+
+def _vignette(gray: np.ndarray) -> float:
+    """``1 - corners / centre`` mean brightness, clipped to ``[0, 1]``."""
+    h, w = gray.shape
+    ch, cw = max(1, int(CORNER * h)), max(1, int(CORNER * w))
+    corners = np.concatenate(
+        [
+            gray[:ch, :cw].ravel(),
+            gray[:ch, -cw:].ravel(),
+            gray[-ch:, :cw].ravel(),
+            gray[-ch:, -cw:].ravel(),
+        ]
+    )
+    centre = gray[h // 4 : h - h // 4, w // 4 : w - w // 4]
+    centre_mean = float(centre.mean()) if centre.size else float(gray.mean())
+    if centre_mean < 1:
+        return 0.0
+    return float(np.clip(1.0 - corners.mean() / centre_mean, 0.0, 1.0))
+
+
+def _padding(gray: np.ndarray, tolerance: float = 2.0) -> float:
+    """Share of the image in uniform full rows / columns along its four edges."""
+    h, w = gray.shape
+    rows = gray.std(axis=1) < tolerance
+    cols = gray.std(axis=0) < tolerance
+    top, bottom = _run(rows), _run(rows[::-1])
+    left, right = _run(cols), _run(cols[::-1])
+    kept_h, kept_w = max(h - top - bottom, 0), max(w - left - right, 0)
+    return float(1.0 - kept_h * kept_w / max(h * w, 1))
+
+
+def _run(flags: np.ndarray) -> int:
+    """Length of the leading run of ``True``."""
+    false = np.flatnonzero(~flags)
+    return int(false[0]) if len(false) else len(flags)
+
+
+def _marks(gray: np.ndarray) -> dict[str, float]:
+    """Thin strokes: crowded in a border cell (text, markers) and anywhere (hair, ink).
+
+    White and black top-hats (grey opening / closing, 7x7, separable) keep what is
+    narrower than 7 pixels and stands out from around it by :data:`MARK_CONTRAST` grey
+    levels. ``text_marks`` is the stroke density of the busiest of the 12 border cells of a
+    4x4 grid minus the median cell density, so that texture all over (cells, hair) does
+    not read as text; ``dark_strokes`` is the share of pixels in thin dark lines.
+    """
+    if min(gray.shape) < MARK_MIN_SIDE:  # strokes cannot be told from texture
+        return {"text_marks": math.nan, "dark_strokes": math.nan}
+    opened = _max_filter(_min_filter(gray, 7), 7)
+    closed = _min_filter(_max_filter(gray, 7), 7)
+    dark = closed - gray > MARK_CONTRAST
+    strokes = (gray - opened > MARK_CONTRAST) | dark
+    h, w = gray.shape
+    cells = strokes[: h - h % 4, : w - w % 4].reshape(4, h // 4, 4, w // 4).mean(axis=(1, 3))
+    border = np.ones((4, 4), dtype=bool)
+    border[1:3, 1:3] = False
+    return {
+        "text_marks": float(max(cells[border].max() - np.median(cells), 0.0)),
+        "dark_strokes": float(dark.mean()),
+    }
+
+
+def _min_filter(x: np.ndarray, size: int) -> np.ndarray:
+    x = ndimage.minimum_filter1d(x, size, axis=0, mode="nearest")
+    return ndimage.minimum_filter1d(x, size, axis=1, mode="nearest")
+
+
+def _max_filter(x: np.ndarray, size: int) -> np.ndarray:
+    x = ndimage.maximum_filter1d(x, size, axis=0, mode="nearest")
+    return ndimage.maximum_filter1d(x, size, axis=1, mode="nearest")
+
+
+def _object_area(inside: np.ndarray) -> float:
+    """Share of the field of view below its Otsu threshold (the darker object)."""
+    if inside.size < 16 or inside.max() - inside.min() < 1:
+        return math.nan
+    counts, edges = np.histogram(inside, bins=64)
+    p = counts / counts.sum()
+    omega = np.cumsum(p)
+    mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu[-1] * omega - mu) ** 2 / (omega * (1 - omega))
+    cut = int(np.nanargmax(between[:-1]))
+    return float(omega[cut])
+
+
+def jpeg_quality(path: Path, file_format: object = None) -> float:
+    """libjpeg quality (1-100) matching the file's luminance table; ``nan`` if not JPEG.
+
+    Only the header is parsed (Pillow opens lazily); the estimate inverts libjpeg's
+    scaling of its standard table, so it is exact for files libjpeg wrote.
+    """
+    if str(file_format or "").upper() not in ("JPEG", "JPG", "MPO"):
+        return math.nan
+    try:
+        with Image.open(path) as image:
+            tables = getattr(image, "quantization", None) or {}
+    except (OSError, ValueError):
+        return math.nan
+    if 0 not in tables or len(tables[0]) != 64:
+        return math.nan
+    scale = 100.0 * float(np.mean(np.asarray(tables[0], dtype=float) / _STANDARD_LUMA))
+    quality = 5000.0 / scale if scale > 100 else (200.0 - scale) / 2.0
+    return float(np.clip(quality, 1, 100))
+
+
+def _round(value: float) -> float:
+    return value if not np.isfinite(value) else float(f"{value:.4g}")
