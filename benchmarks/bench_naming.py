@@ -171,17 +171,20 @@ def _margin(entry: dict) -> float:
     return float(entry["confidence"]) - float(entry.get("runner_up_confidence") or 0.0)
 
 
-def cut_table(pairs: list[tuple[float, bool, float]], by: str) -> pd.DataFrame:
+def cut_table(
+    pairs: list[tuple[float, bool, float]], by: str, min_confidence: float = 0.0
+) -> pd.DataFrame:
     """Precision (named groups that are right) and coverage (groups named) per cut.
 
     ``by="threshold"`` cuts on the confidence (``THRESHOLDS``), ``by="margin"`` on the lead
-    over the runner-up (``MARGINS``).
+    over the runner-up (``MARGINS``), names also needing ``min_confidence``.
     """
     correct = np.array([ok for _, ok, _ in pairs])
+    confidence = np.array([c for c, _, _ in pairs])
     score = np.array([c if by == "threshold" else m for c, _, m in pairs])
     rows = []
     for cut in THRESHOLDS if by == "threshold" else MARGINS:
-        named = score >= cut
+        named = (score >= cut) & (confidence >= min_confidence)
         rows.append({
             by: cut,
             "coverage": named.mean(),
@@ -227,6 +230,8 @@ def main() -> None:
     print(cut_table(pairs, "threshold").round(2).to_string(index=False))
     print("\nMargin (best minus runner-up confidence), all sets and draws:")
     print(cut_table(pairs, "margin").round(3).to_string(index=False))
+    print(f"\nMargin, names also needing confidence >= {MIN_CONFIDENCE}:")
+    print(cut_table(pairs, "margin", MIN_CONFIDENCE).round(3).to_string(index=False))
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

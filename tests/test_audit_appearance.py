@@ -226,3 +226,45 @@ def test_clean_folder_gets_no_appearance_warning(work: Path) -> None:
     audit = run_audit(out, truth_csv=truth)
     assert _appearance_warnings(audit) == set(), [f["message"] for f in audit["findings"]]
     assert audit["grouping_verdict"]["verdict"] == "ok"
+
+
+# --- near duplicates: a shared black frame is not a copy -------------------------------
+
+
+def _fundus_like(image: Image.Image) -> Image.Image:
+    """A round field of view in a black surround, as a fundus camera or dermoscope frames it."""
+    vignetted = vignette(image)
+    w, h = vignetted.size
+    y, x = np.mgrid[0:h, 0:w]
+    inside = np.hypot(x - w / 2, y - h / 2) < 0.45 * w
+    pixels = np.asarray(vignetted) * inside[:, :, None]
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+def test_shared_black_frame_does_not_make_copies(tmp_path: Path) -> None:
+    from medsort.audit.hygiene import hash_distance, pair_correlation
+
+    labels = pd.read_csv(demo_folder().parent / "labels.csv")
+    names = labels.loc[labels["label"].str.startswith("breast"), "path"].head(8)
+    paths = []
+    for i, name in enumerate(names):  # eight different ultrasounds in one round black frame
+        path = tmp_path / f"frame_{i}.png"
+        image = Image.open(demo_folder() / name).convert("RGB").resize((128, 128), Image.BICUBIC)
+        _fundus_like(image).save(path)
+        paths.append(path)
+    flipped = tmp_path / "flipped.png"
+    Image.open(paths[0]).transpose(Image.FLIP_LEFT_RIGHT).save(flipped)
+    read = pixel_pass([*paths, flipped])
+    n = len(paths)
+    a, b = np.triu_indices(n, k=1)
+    raw = np.stack([np.asarray(Image.open(p).convert("L"), dtype=float).ravel() for p in paths])
+    raw = (raw - raw.mean(axis=1, keepdims=True)) / raw.std(axis=1, keepdims=True)
+    framed = (raw[a] * raw[b]).mean(axis=1)
+    assert np.median(framed) > 0.7  # the frame alone makes them correlate
+    different = pair_correlation(read.descriptors, a, b)
+    distance = hash_distance(read.hashes, a, b)
+    assert np.median(different) < np.median(framed) - 0.2
+    assert not np.any((different >= 0.9) & (distance <= 10))  # pixels alone never agree
+    copy = np.array([0]), np.array([n])
+    assert pair_correlation(read.descriptors, *copy)[0] > 0.95
+    assert hash_distance(read.hashes, *copy)[0] <= 10

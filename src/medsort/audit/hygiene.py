@@ -1,16 +1,19 @@
 """Data hygiene: exact and near duplicates, outliers and image-quality flags.
 
 * Exact duplicates: BLAKE2b of each source file's bytes.
-* Near duplicates, two ways: nearest neighbours on L2-normalised embeddings (exact search
-  in blocks up to 20,000 images, faiss HNSW above; never an N×N matrix), and a 16×16
-  greyscale descriptor compared under the 8 flips/quarter-turns (rotated or flipped
-  copies, which embeddings need not match). Each way's threshold is calibrated on the set
-  itself: a robust outlier cut on ``log(1 - s1)``, ``s1`` being each image's
-  nearest-neighbour similarity (see :func:`calibrate_near_threshold`).
+* Near duplicates need two of three independent signals: embedding cosine (nearest
+  neighbours on L2-normalised embeddings; exact search in blocks up to 20,000 images,
+  faiss HNSW above; never an N×N matrix), content correlation (a 16×16 descriptor of the
+  image with its lighting and black surround taken away, compared under the 8 flips /
+  quarter-turns), and a perceptual hash of the same content (best orientation). The
+  embedding and content cuts are calibrated on the set itself: a robust outlier cut on
+  ``log(1 - s1)``, ``s1`` being each image's nearest-neighbour similarity (see
+  :func:`calibrate_near_threshold`).
 * Outliers: mean cosine distance to the ``k`` nearest neighbours, flagged when its robust
   z-score (median / MAD) is above ``z``.
-* Quality: small greyscale re-reads (JPEG draft mode) give brightness, contrast and
-  entropy; blank, very dark or bright, low-information and odd-size images are flagged.
+* Quality: one re-read of each file through medsort's readers (so 16-bit, DICOM and
+  NIfTI pixels are display intensities) gives brightness, contrast and entropy; blank,
+  very dark or bright, low-information and odd-size images are flagged.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Computed once per item in the read pass (the embed stage stores them with the em
 on a copy at most :data:`SIDE` pixels on its longer side, from the display pixels of
 :class:`~medsort.io.image.MedImage` — so DICOM, NIfTI, slide tiles and 16-bit images get
 real values (their intensities are already windowed / scaled by the readers). About
-10 ms per image on one core (``benchmarks/bench_audit.py --appearance-cost``).
+2 ms per 28-px image and 11-19 ms per 128-224-px colour image on a loaded 2-core VM
+(``benchmarks/bench_audit.py --appearance-cost``), in the reader threads.
 
 Every value is a plain float; ``nan`` where it does not apply (colour of a grey image,
 JPEG quality of a PNG). The audit (:mod:`medsort.audit`) bins them like any attribute.
