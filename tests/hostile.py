@@ -271,6 +271,9 @@ def _filesystem_cases(folder: Path, outside: Path) -> dict[str, Expect]:
     for name, seed in odd.items():
         Image.fromarray(_noise((40, 40), seed)).save(folder / name, format="PNG")
         names[name] = None
+    # Pillow quotes the path in its message: the reason holds undecodable bytes too.
+    (folder / "broken_\udcff.png").write_bytes(os.urandom(512))
+    names["broken_\udcff.png"] = "not a readable image"
     return names
 
 

@@ -116,6 +116,7 @@ def _stop_at_every_write(monkeypatch: pytest.MonkeyPatch, out: Path, shots: Path
     return taken
 
 
+@pytest.mark.slow
 def test_no_interrupted_save_is_accepted(
     tmp_path: Path, demo_images: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -138,7 +139,9 @@ def test_no_interrupted_save_is_accepted(
     assert SortResult.load(out).run["n_clusters"] == 3  # the finished folder is accepted
 
 
-@pytest.mark.parametrize("damage", ["garbage", "overwritten pages"])
+@pytest.mark.parametrize(
+    "damage", ["garbage", pytest.param("overwritten pages", marks=pytest.mark.slow)]
+)
 def test_damaged_cache_is_set_aside(
     tmp_path: Path, demo_images: Path, damage: str, capsys: pytest.CaptureFixture
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 from medsort.cli import main
-from medsort.embed.cache import CACHE_NAME, CachedFile, EmbeddingCache
+from medsort.embed.cache import CACHE_NAME, CachedFile, EmbeddingCache, pack, unpack
 from medsort.io.outputs import escape_text, read_csv, unescape_text, write_csv
 from medsort.refine.classifier import OTHER
 from medsort.refine.label import read_labels
@@ -185,3 +186,25 @@ def test_cache_commits_while_running(tmp_path: Path) -> None:
         assert other.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 10
     cache.close()
     assert len(EmbeddingCache(tmp_path)) == 12
+
+
+@dataclass
+class _WithViews(CachedFile):
+    """What issue 12's extra field looks like: more named float32 arrays per file."""
+
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def test_cache_entries_keep_every_array_field() -> None:
+    vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
+    views = {"flip": vectors + 1, "crop": vectors[:, :2] * 2}
+    entry = _WithViews([{"item": "a", "meta": {"w": 3}}, {"item": "b", "meta": {}}], vectors, views)
+    back = unpack(*pack(entry), cls=_WithViews)
+    assert back.items == entry.items
+    np.testing.assert_array_equal(back.vectors, vectors)
+    assert set(back.views) == {"flip", "crop"}
+    np.testing.assert_array_equal(back.views["crop"], views["crop"])
+    plain = unpack(*pack(entry))  # an older CachedFile without the field
+    assert not hasattr(plain, "views") and plain.vectors.shape == (2, 3)
+    empty = unpack(*pack(_WithViews([], np.zeros((0, 3), np.float32))), cls=_WithViews)
+    assert empty.views == {} and empty.vectors.shape == (0, 3)

@@ -10,7 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medsort import __version__
-from medsort.io.arguments import existing_file, existing_path, number_between, volume_mode
+from medsort.io.arguments import (
+    existing_file,
+    existing_path,
+    folder_to_write,
+    number_between,
+    volume_mode,
+)
 from medsort.io.arguments import whole_number as at_least
 
 Command = Callable[[argparse.Namespace], int]
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sort_options(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--out", type=Path, required=True, help="output folder")
+    command.add_argument("--out", type=folder_to_write, required=True, help="output folder")
     command.add_argument(
         "--k",
         type=at_least(1),
@@ -239,7 +245,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=run_models_list)
     download = actions.add_parser("download", help="download weights (needs internet)")
     download.add_argument("model", choices=["biomedclip"], help="which model's weights")
-    download.add_argument("target", type=Path, help="folder to put the weights in")
+    download.add_argument("target", type=folder_to_write, help="folder to put the weights in")
     download.add_argument("--quiet", action="store_true", help="do not print the folder")
     download.set_defaults(run=run_models_download)
 

@@ -95,8 +95,6 @@ def check_folders(input_dir: Path, out_dir: Path) -> None:
         raise NotADirectoryError(f"The output folder is a file: {out_dir}")
     if out_dir.resolve() == input_dir.resolve():
         raise ValueError("The output folder must not be the input folder.")
-    if input_dir.resolve().is_relative_to(out_dir.resolve()):
-        raise ValueError(f"The output folder {out_dir} must not contain the input folder.")
 
 
 def _sort_into(

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsort.io.outputs import read_csv, unescape_text, write_csv, write_npy, write_text
+from medsort.io.outputs import (
+    escape_text,
+    read_csv,
+    unescape_text,
+    write_csv,
+    write_npy,
+    write_text,
+)
 
 ASSIGNMENTS = "assignments.csv"
 ITEMS = "items.csv"
@@ -183,5 +190,6 @@ def mark_failed(out_dir: Path, reason: str) -> None:
 
 
 def skipped_table(skipped: list[tuple[str, str]]) -> pd.DataFrame:
-    """The rows of ``skipped.csv``."""
-    return pd.DataFrame(skipped, columns=["path", "reason"])
+    """The rows of ``skipped.csv``; a decoder's reason may quote an undecodable name."""
+    rows = [(escape_text(path), escape_text(reason)) for path, reason in skipped]
+    return pd.DataFrame(rows, columns=["path", "reason"])

@@ -17,6 +17,7 @@ from medsort.embed.cache import EmbeddingCache, default_cache_dir
 from medsort.embed.registry import Encoder, create_encoder
 from medsort.embed.stream import Embedded, decode_options, embed_files
 from medsort.group import TwoLevelGrouper
+from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
@@ -232,7 +233,7 @@ class Sorter:
         )
         items = pd.DataFrame(
             [
-                {"path": p, "item": i, **entry["meta"]}
+                {"path": p, "item": i, **_text_safe(entry["meta"])}
                 for p, i, entry in zip(paths, item_ids, embedded.items, strict=True)
             ]
         )
@@ -262,6 +263,11 @@ class Sorter:
             "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
             "peak_rss_mib": peak_rss_mib(),
         }
+
+
+def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata with any undecodable text escaped (tables hold valid UTF-8 only)."""
+    return {k: escape_text(v) if isinstance(v, str) else v for k, v in meta.items()}
 
 
 def without_duplicates(embedded: Embedded, input_dir: Path) -> Embedded:

@@ -102,8 +102,9 @@ def pack(entry: CachedFile) -> tuple[str, bytes]:
     return header, b"".join(blobs)
 
 
-def unpack(header: str, blob: bytes) -> CachedFile:
-    """The :class:`CachedFile` of :func:`pack`; fields it lacks take their defaults."""
+def unpack(header: str, blob: bytes, cls: type[CachedFile] = CachedFile) -> CachedFile:
+    """The :class:`CachedFile` (or ``cls``) of :func:`pack`; fields the stored entry
+    lacks take their defaults, stored fields ``cls`` lacks are dropped."""
     spec = json.loads(header)
     values: dict[str, Any] = dict(spec["plain"])
     offset = 0
@@ -116,8 +117,8 @@ def unpack(header: str, blob: bytes) -> CachedFile:
             values.setdefault(field, {})[part] = array
         else:
             values[field] = array
-    known = {f.name for f in dataclasses.fields(CachedFile)}
-    return CachedFile(**{k: v for k, v in values.items() if k in known})
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def _is_arrays(value: Any) -> bool:

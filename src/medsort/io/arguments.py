@@ -76,6 +76,14 @@ def existing_folder(text: str) -> Path:
     return path
 
 
+def folder_to_write(text: str) -> Path:
+    """A folder that may not exist yet, but is not an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, expected a folder")
+    return path
+
+
 def volume_mode(text: str) -> str:
     """``middle``, ``mip`` or ``axial:N`` with a whole N of at least 1."""
     if text in ("middle", "mip"):
