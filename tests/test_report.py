@@ -73,6 +73,17 @@ def test_rebuilding_reuses_the_thumbnails(small_sort, monkeypatch) -> None:  # n
     assert all(page_data(out)["items"]["thumb"])
 
 
+def test_thumbnails_outlive_a_moved_input_folder(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((32, 32), 120, np.uint8)).save(images / "a.png")
+    rows = pd.DataFrame({"path": ["a.png"], "item": [""]})
+    first = ThumbnailStore(tmp_path / "out", ReadOptions()).build(rows, lambda p: images / p)
+    images.rename(tmp_path / "moved")
+    again = ThumbnailStore(tmp_path / "out", ReadOptions()).build(rows, lambda p: images / p)
+    assert again == first and (tmp_path / "out" / first[0]).is_file()
+
+
 def test_thumbnails_read_16_bit_through_the_readers(tmp_path: Path) -> None:
     # A 16-bit image using only 0..1200 of 65535: a naive 8-bit conversion is black/flat.
     ramp = (np.add.outer(np.arange(64), np.arange(64)) * 1200 // 126).astype(np.uint16)

@@ -19,6 +19,7 @@ from medsort.demo import demo_folder
 pytest.importorskip("selenium")
 from browser import console_errors, find_browser, start_chromium  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -164,4 +165,31 @@ def test_map_hover_click_and_group_highlight(page, sorted_out: Path) -> None:  #
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", legend)
     legend.click()
     assert "on" in legend.get_attribute("class")
+    assert console_errors(driver) == []
+
+
+def test_move_an_image_to_another_group(page, sorted_out: Path) -> None:  # noqa: ANN001
+    driver, downloads = page
+    table = pd.read_csv(sorted_out / "assignments.csv", keep_default_na=False)
+    sizes = table["group"].value_counts()
+    source, target = int(sizes.index[-1]), int(sizes.index[0])
+    driver.find_element(By.ID, "class-name").send_keys("benign")
+    target_block = driver.find_element(By.ID, f"group-{target}")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", target_block)
+    target_block.find_element(By.CSS_SELECTOR, '[data-act="mark-group"]').click()
+    figure = driver.find_element(By.CSS_SELECTOR, f"#group-{source} figure")
+    row = int(figure.get_attribute("data-row"))
+    figure.click()
+    Select(driver.find_element(By.ID, "v-move")).select_by_value(str(target))
+    assert f"moved from group {source}" in driver.find_element(By.ID, "v-info").text
+    driver.find_element(By.ID, "v-close").click()
+    size_text = driver.find_element(By.CSS_SELECTOR, f"#group-{source} .group-size").text
+    assert size_text == f"({sizes[source] - 1} images)"
+    # The moved image takes the class of the group it went to.
+    driver.find_element(By.ID, "download").click()
+    labels_csv = downloads / "labels.csv"
+    _wait(lambda: labels_csv.is_file() and labels_csv.stat().st_size > 0)
+    labels = pd.read_csv(labels_csv, keep_default_na=False)
+    assert len(labels) == sizes[target] + 1
+    assert labels.set_index("path")["label"][table["path"][row]] == "benign"
     assert console_errors(driver) == []

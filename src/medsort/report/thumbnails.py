@@ -15,6 +15,7 @@ import base64
 import hashlib
 import html
 import io
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +31,8 @@ THUMB_SIZE = 112
 PREVIEW_SIZE = 256
 """Side of the cached thumbnails: sharp in the grid, and the large view's image."""
 THUMB_DIR = "thumbs"
+INDEX = "index.json"
+"""``thumbs/index.json``: which thumbnail each ``path``/``item`` got last."""
 
 _ACTIVE: ThumbnailStore | None = None
 
@@ -114,17 +117,23 @@ class ThumbnailStore:
         Thumbnails no row needs any more are deleted.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        names = {
-            (path, item): self._name(source_path(path), item)
-            for path, item in rows[["path", "item"]].itertuples(index=False)
-        }
-        missing = [key for key, name in names.items() if not (self.folder / name).is_file()]
+        made_before = self._load_index()
+        names = {}
+        for path, item in rows[["path", "item"]].itertuples(index=False):
+            # A source that cannot be found now (moved, unmounted) keeps its last thumbnail.
+            name = self._name(source_path(path), item)
+            names[(path, item)] = name or made_before.get(f"{path}\0{item}", "")
+        missing = [
+            key for key, name in names.items() if name and not (self.folder / name).is_file()
+        ]
+        self.n_failed_ += sum(not name for name in names.values())
         self._make(missing, source_path, names, progress)
         self._prune(set(names.values()))
+        self._save_index(names)
         self._src = {}
         sources = []
         for (path, item), name in names.items():
-            src = f"{THUMB_DIR}/{name}" if (self.folder / name).is_file() else ""
+            src = f"{THUMB_DIR}/{name}" if name and (self.folder / name).is_file() else ""
             self._src[(str(source_path(path)), item)] = src
             sources.append(src)
         by_key = dict(zip(names, sources, strict=True))
@@ -145,13 +154,26 @@ class ThumbnailStore:
             _ACTIVE = previous
 
     def _name(self, source: Path, item: str) -> str:
+        """The thumbnail's file name, ``""`` when the source file is not there."""
         try:
             stat = source.stat()
-            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
         except OSError:
-            stamp = "missing"
+            return ""
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
         token = f"{source}\0{item}\0{stamp}\0{self.options.cache_token()}\0{self.size}"
         return hashlib.sha1(token.encode("utf-8")).hexdigest()[:20] + ".jpg"
+
+    def _load_index(self) -> dict[str, str]:
+        try:
+            return dict(json.loads((self.folder / INDEX).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def _save_index(self, names: dict[tuple[str, str], str]) -> None:
+        index = {f"{path}\0{item}": name for (path, item), name in names.items() if name}
+        partial = self.folder / (INDEX + ".part")
+        partial.write_text(json.dumps(index), encoding="utf-8")
+        os.replace(partial, self.folder / INDEX)
 
     def _make(
         self,
