@@ -106,7 +106,7 @@ def run_id(result: SortResult) -> str:
     """Names the page's stored marks: the same sort keeps its marks across rebuilds."""
     run = result.run
     token = f"{run.get('input_dir')}\0{len(result.assignments)}\0{run.get('encoder')}"
-    return hashlib.sha1(token.encode("utf-8")).hexdigest()[:12]
+    return hashlib.sha1(token.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def _items(result: SortResult, thumbs: list[str]) -> dict[str, list]:

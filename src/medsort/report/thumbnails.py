@@ -161,7 +161,7 @@ class ThumbnailStore:
             return ""
         stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
         token = f"{source}\0{item}\0{stamp}\0{self.options.cache_token()}\0{self.size}"
-        return hashlib.sha1(token.encode("utf-8")).hexdigest()[:20] + ".jpg"
+        return hashlib.sha1(token.encode("utf-8", "surrogateescape")).hexdigest()[:20] + ".jpg"
 
     def _load_index(self) -> dict[str, str]:
         try:
