@@ -15,12 +15,12 @@ from medsort.io import ReadOptions
 from medsort.io.readers import read_file
 
 
-def _large_jpegs(folder: Path, count: int = 4) -> list[Path]:
-    """Real demo images scaled up to 1000x800 JPEGs (the size of a camera image)."""
+def _large_jpegs(folder: Path, count: int = 4, size: tuple[int, int] = (1000, 800)) -> list[Path]:
+    """Real demo images scaled up to large JPEGs (the size of a camera image)."""
     folder.mkdir()
     paths = []
     for source in sorted(demo_folder().glob("*.png"))[:count]:
-        image = Image.open(source).convert("RGB").resize((1000, 800), Image.Resampling.BICUBIC)
+        image = Image.open(source).convert("RGB").resize(size, Image.Resampling.BICUBIC)
         path = folder / f"{source.stem}.jpg"
         image.save(path, quality=92)
         paths.append(path)
@@ -37,18 +37,20 @@ def test_draft_decoding_reads_fewer_pixels_keeps_the_true_size(tmp_path: Path) -
 
 
 def test_draft_decoding_gives_the_same_embedding(tmp_path: Path) -> None:
-    files = _large_jpegs(tmp_path / "jpegs")
+    files = _large_jpegs(tmp_path / "jpegs", size=(2000, 1600))
     encoder = create_encoder("efficientnet_lite0", device="cpu")
-    assert decode_options(None, encoder).draft_size == 224
+    options = decode_options(None, encoder)
+    assert options.draft_size == 448
+    assert read_file(files[0], options)[0].pixels.shape[:2] == (800, 1000)  # decoded at 1/2
     vectors = {
         size: embed_files(
             files, encoder, EmbeddingCache(None), ReadOptions(draft_size=size), progress=False
         ).vectors
-        for size in (0, 224)
+        for size in (0, 448)
     }
-    full, draft = vectors[0], vectors[224]
+    full, draft = vectors[0], vectors[448]
     cosine = (full * draft).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(draft, axis=1)
-    assert cosine.min() > 0.98
+    assert cosine.min() > 0.995
     others = full @ draft.T / np.outer(np.linalg.norm(full, axis=1), np.linalg.norm(draft, axis=1))
     assert (np.argmax(others, axis=1) == np.arange(len(files))).all()
 

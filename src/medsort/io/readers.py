@@ -53,7 +53,7 @@ class ReadOptions:
     draft_size: int | None = None
     """JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8, in the DCT) while both sides
     stay at least this many pixels; ``None`` or ``0`` decodes full size. The embed stage
-    sets it to the encoder's input size, which is all the encoder sees."""
+    sets it to twice the encoder's input size (the encoder sees no more)."""
 
     def cache_token(self) -> str:
         return ";".join(f"{key}={value}" for key, value in sorted(asdict(self).items()))
