@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -177,13 +178,12 @@ def bench_sort(folder: Path) -> list[dict[str, object]]:
     return rows
 
 
-def bench_agree(sets: list[str]) -> list[dict[str, object]]:
+def bench_agree(sets: list[str]) -> Iterator[dict[str, object]]:
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score
 
     from medsort.evaluate import evaluate
 
-    rows = []
     for name in sets:
         folder = DATA / name
         with tempfile.TemporaryDirectory() as work:
@@ -198,8 +198,7 @@ def bench_agree(sets: list[str]) -> list[dict[str, object]]:
             groups = [outs[e]["group"].astype(str) for e in (TORCH, ONNX)]
             row["images"] = len(groups[0])
             row["ARI onnx vs torch"] = round(float(adjusted_rand_score(*groups)), 4)
-        rows.append(row)
-    return rows
+        yield row
 
 
 def bench_install(venv: Path) -> dict[str, object]:
@@ -254,6 +253,7 @@ def main() -> None:
     print(header(), flush=True)
     folder = DATA / args.set
     for section in args.sections:
+        rows: Iterable[dict[str, object]]
         if section == "help":
             rows = [bench_help()]
         elif section == "stages":

@@ -79,7 +79,10 @@ def test_default_encoders_run_on_onnx_runtime(demo_images: Path) -> None:
 # --------------------------------------------------------------------------- ONNX vs torch
 
 
-@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite0_448"])
+@pytest.mark.parametrize(
+    "variant",
+    ["efficientnet_lite0", pytest.param("efficientnet_lite0_448", marks=pytest.mark.slow)],
+)
 def test_shipped_graph_matches_torch_on_demo_images(variant: str, demo_images: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("efficientnet_lite_pytorch")

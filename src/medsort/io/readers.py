@@ -59,7 +59,7 @@ class ReadOptions:
     draft_size: int | None = None
     """JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8, in the DCT) while both sides
     stay at least this many pixels; ``None`` or ``0`` decodes full size. The embed stage
-    sets it to the encoder's input size, which is all the encoder sees."""
+    sets it to twice the encoder's input size (the encoder sees no more)."""
     budget: Budget = DEFAULT_BUDGET
     """What a file may make a reader allocate (:mod:`medsort.io.admission`); it decides
     which files are read, not their pixels, so it is not part of the cache key."""
