@@ -27,10 +27,7 @@ TOP_LEVEL = {
 ROLE_MODULES = {"cli": "cli", "report": "report"}
 """A stage's ``cli`` and ``report`` modules serve the later layers of that name."""
 
-KNOWN = {
-    ("medsort.preprocess.transforms", "medsort.embed.registry"),
-    ("medsort.sorter", "medsort.audit.hygiene"),
-}
+KNOWN: set[tuple[str, str]] = set()
 """(importer, imported) pairs against the flow that issue 15 is to remove."""
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from medsort.embed.cache import EmbeddingCache
-from medsort.embed.registry import PreprocessConfig, create_encoder
+from medsort.embed.registry import create_encoder
 from medsort.embed.stream import embed_files
 from medsort.io.scan import relative_key
 from medsort.name import add_commands, load_vocabulary, name_groups
@@ -21,6 +21,7 @@ from medsort.name.reference import read_reference_list, reference_probabilities
 from medsort.name.scores import name_group, top_k_strings
 from medsort.name.text import label_embeddings, prompt_texts
 from medsort.name.vocabulary import Label
+from medsort.preprocess import PreprocessConfig
 from medsort.report import write_report
 from medsort.results import SortResult
 

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from medsort import __version__
-from medsort.audit.hygiene import keep_mask
-from medsort.embed.cache import EmbeddingCache, default_cache_dir
+from medsort.embed.cache import EmbeddingCache, default_cache_dir, keep_mask
 from medsort.embed.registry import Encoder, create_encoder
 from medsort.embed.stream import Embedded, decode_options, embed_files
 from medsort.group import TwoLevelGrouper

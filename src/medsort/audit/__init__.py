@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "keep_mask": "medsort.audit.hygiene",
+    "keep_mask": "medsort.embed.cache",
     "AuditSettings": "medsort.audit.run",
     "duplicate_keep_mask": "medsort.audit.run",
     "load_audit": "medsort.audit.run",

@@ -72,33 +72,6 @@ def file_hashes(paths: Sequence[Path], n_threads: int = 4) -> list[str]:
         return list(pool.map(one, paths))
 
 
-def keep_mask(hashes: Sequence[str], paths: Sequence[str] | None = None) -> np.ndarray:
-    """Rows to keep so that each file content is used once (the first file of each copy set).
-
-    Parameters
-    ----------
-    hashes : sequence of str
-        Content hash of each row's source file (rows of one multi-item file share it).
-    paths : sequence of str, optional
-        Source file of each row; rows of the first file with a given hash are all kept.
-        Without it each row is taken as its own file.
-
-    Returns
-    -------
-    ndarray of bool, shape (n_rows,)
-        ``True`` for rows to keep. Rows with an empty hash (unreadable) are kept.
-    """
-    paths = list(paths) if paths is not None else [str(i) for i in range(len(hashes))]
-    first: dict[str, str] = {}
-    mask = np.ones(len(hashes), dtype=bool)
-    for row, (digest, path) in enumerate(zip(hashes, paths, strict=True)):
-        if not digest:
-            continue
-        owner = first.setdefault(digest, path)
-        mask[row] = owner == path
-    return mask
-
-
 def exact_duplicates(paths: Sequence[str], items: Sequence[str], hashes: Sequence[str]):
     """Table of every row whose file content occurs under more than one path.
 

@@ -33,6 +33,7 @@ from medsort.audit.shortcuts import (
     predict_attribute,
     utility,
 )
+from medsort.embed.cache import keep_mask
 from medsort.io import appearance
 from medsort.io.outputs import write_csv, write_text
 from medsort.io.readers import ReadOptions
@@ -1015,4 +1016,4 @@ def load_audit(out_dir: Path | str) -> dict[str, Any] | None:
 def duplicate_keep_mask(out_dir: Path | str) -> np.ndarray:
     """Rows of ``assignments.csv`` to keep when dropping exact duplicate files."""
     result = SortResult.load(Path(out_dir))
-    return hygiene.keep_mask(_row_hashes(result), result.assignments["path"].tolist())
+    return keep_mask(_row_hashes(result), result.assignments["path"].tolist())

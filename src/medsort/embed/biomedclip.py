@@ -43,8 +43,9 @@ from torch import nn
 from torch.nn import functional
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from medsort.embed.registry import PreprocessConfig, register_encoder
+from medsort.embed.registry import register_encoder
 from medsort.embed.runtime import DEVICES, choose_torch_device
+from medsort.preprocess import PreprocessConfig
 
 HF_REPO_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 CONFIG_FILE = "open_clip_config.json"

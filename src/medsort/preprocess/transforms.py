@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from medsort.embed.registry import PreprocessConfig
+from medsort.preprocess.config import PreprocessConfig
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,
