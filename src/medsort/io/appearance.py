@@ -194,6 +194,8 @@ def _sharpness(gray: np.ndarray, field: np.ndarray) -> float:
     flatter copy of the same image equally sharp, and the field mask keeps the rim of a
     black surround from counting as detail. Noise barely moves it (unlike a Laplacian).
     """
+    if min(gray.shape) < 2:  # a line or a dot has no edges to measure
+        return float("nan")
     gy, gx = np.gradient(gray)
     magnitude = np.hypot(gx, gy)
     inner = _min_filter(field.astype(np.uint8), 5).astype(bool)
