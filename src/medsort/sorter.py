@@ -121,7 +121,7 @@ class Sorter:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
         self.grouper_ = TwoLevelGrouper(
             n_clusters=self.n_clusters, random_state=self.random_state
-        ).fit(embedded.vectors)
+        ).fit(embedded.vectors, views=embedded.views)
         self.timings_["group"] = time.perf_counter() - started
         self.labels_ = self.grouper_.labels_
         self.modality_labels_ = self.grouper_.modality_labels_
@@ -138,7 +138,7 @@ class Sorter:
         Unreadable files are left out; see :meth:`embed` for the rows.
         """
         embedded = self.embed(paths)
-        return self.grouper_.predict(embedded.vectors)
+        return self.grouper_.predict(embedded.vectors, views=embedded.views)
 
     def embed(self, paths: list[Path]) -> Embedded:
         """Embed files with the fitted encoder and cache."""
@@ -238,6 +238,7 @@ class Sorter:
             "n_embedded_files": embedded.n_embedded_files,
             "n_modality_groups": int(self.modality_labels_.max()) + 1,
             "n_groups": int(self.labels_.max()) + 1,
+            "views_per_modality_group": self.grouper_.views_used_,
             "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
             "peak_rss_mib": peak_rss_mib(),
         }
@@ -263,6 +264,7 @@ def without_duplicates(embedded: Embedded, input_dir: Path) -> Embedded:
         vectors=embedded.vectors[rows],
         skipped=embedded.skipped + sorted(dropped.items()),
         n_embedded_files=embedded.n_embedded_files,
+        views={name: array[rows] for name, array in embedded.views.items()},
     )
 
 

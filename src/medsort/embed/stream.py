@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
 from medsort.embed.runtime import tune_cpu_runtime
+from medsort.embed.views import compute_views, views_token
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
 
@@ -37,6 +38,9 @@ class Embedded:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     n_embedded_files: int = 0
     """Files that were embedded now, not taken from the cache."""
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    """Hand-crafted views (:mod:`medsort.embed.views`), name -> ``(n_rows, d)``; empty when
+    any file's cache entry has none (e.g. written by the Ray backend)."""
 
 
 @dataclass
@@ -47,6 +51,7 @@ class PendingFile:
     file_hash: str
     items: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
+    views: list[dict[str, np.ndarray]] = field(default_factory=list)
     expected: int | None = None
     error: str | None = None
 
@@ -98,7 +103,7 @@ def embed_files(
             skipped[index] = f"cannot open file: {error.strerror or error}"
             continue
         hashes[index] = file_hash
-        key = EmbeddingCache.key(file_hash, encoder.name, token)
+        key = EmbeddingCache.key(file_hash, encoder.name, f"{token};{views_token()}")
         hit = cache.get(key)
         if hit is None:
             pending[index] = PendingFile(key=key, file_hash=file_hash)
@@ -111,7 +116,7 @@ def embed_files(
         if entry.error is not None:
             skipped[index] = entry.error
         else:
-            done[index] = CachedFile(entry.items, _stack(entry.vectors, encoder.dim))
+            done[index] = finished_entry(entry, encoder.dim)
     cache.commit()
     return assemble_embedded(
         files,
@@ -159,8 +164,9 @@ def embed_pending(
             continue
         entry = pending[index]
         if kind == "item":
-            meta, model_input = payload
+            meta, model_input, views = payload
             entry.items.append(meta)
+            entry.views.append(views)
             batch.append((index, model_input))
             if len(batch) >= batch_size:
                 _run_batch(batch, pending, encoder, cache, bar)
@@ -192,8 +198,10 @@ def _read_worker(
         count = 0
         try:
             for image in iter_images(files[index], options):
-                model_input = to_model_input(image.rgb(), encoder.config)
-                outbox.put(("item", index, ({"item": image.item, "meta": image.meta}, model_input)))
+                rgb = image.rgb()
+                model_input = to_model_input(rgb, encoder.config)
+                record = {"item": image.item, "meta": image.meta}
+                outbox.put(("item", index, (record, model_input, compute_views(rgb))))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")
@@ -222,8 +230,17 @@ def _run_batch(
 
 def _store_if_complete(index: int, entry: PendingFile, cache: EmbeddingCache, bar: tqdm) -> None:
     if entry.complete and entry.error is None:
-        cache.put(entry.key, CachedFile(entry.items, _stack(entry.vectors, 0)))
+        cache.put(entry.key, finished_entry(entry, 0))
         bar.update(1)
+
+
+def finished_entry(entry: PendingFile, dim: int) -> CachedFile:
+    """The cache entry of a completely embedded file: items, vectors and stacked views."""
+    views = {
+        name: np.stack([row[name] for row in entry.views]).astype(np.float32, copy=False)
+        for name in (entry.views[0] if entry.views else {})
+    }
+    return CachedFile(entry.items, _stack(entry.vectors, dim), views)
 
 
 def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
@@ -244,12 +261,14 @@ def assemble_embedded(
     row_hashes: list[str] = []
     items: list[dict[str, Any]] = []
     blocks: list[np.ndarray] = []
+    view_blocks: dict[str, list[np.ndarray]] | None = None
     for index in sorted(done):
         entry = done[index]
         rows.extend([files[index]] * len(entry.items))
         row_hashes.extend([hashes[index]] * len(entry.items))
         items.extend(entry.items)
         blocks.append(entry.vectors)
+        view_blocks = _add_views(view_blocks, entry)
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
     return Embedded(
         files=rows,
@@ -258,4 +277,16 @@ def assemble_embedded(
         vectors=vectors,
         skipped=[(files[index], reason) for index, reason in sorted(skipped.items())],
         n_embedded_files=n_embedded,
+        views={name: np.concatenate(parts) for name, parts in (view_blocks or {}).items()},
     )
+
+
+def _add_views(
+    blocks: dict[str, list[np.ndarray]] | None, entry: CachedFile
+) -> dict[str, list[np.ndarray]]:
+    """Append ``entry``'s views to ``blocks``; views missing from any entry are dropped."""
+    if blocks is None:
+        return {name: [array] for name, array in entry.views.items()}
+    return {
+        name: [*parts, entry.views[name]] for name, parts in blocks.items() if name in entry.views
+    }

@@ -1,0 +1,140 @@
+"""Cheap hand-crafted views of an image, computed next to the encoder's vector.
+
+A *view* is a short float32 vector describing one aspect of an image's pixels. The
+grouper weighs them in next to the CNN vector (see :class:`medsort.group.TwoLevelGrouper`):
+ImageNet features miss stain colour and fine texture, which separate some conditions
+(blood cells, X-ray sharpness) better. Each view is computed in the decode threads on a
+``VIEW_SIZE`` px copy of the display pixels, well under a millisecond per image.
+
+Views are registered by name, timm-style: :func:`register_view` adds one and
+:func:`compute_views` computes every registered view of an image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+VIEW_SIZE = 64
+"""Side of the square copy every view is computed on."""
+VIEWS_VERSION = "1"
+"""Part of the cache key: bump when a view's definition changes."""
+
+QUANTILES = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
+ViewFunction = Callable[[np.ndarray], np.ndarray]
+_VIEWS: dict[str, ViewFunction] = {}
+
+
+def register_view(name: str) -> Callable[[ViewFunction], ViewFunction]:
+    """Decorator registering ``function(small_rgb_float) -> vector`` under ``name``."""
+
+    def add(function: ViewFunction) -> ViewFunction:
+        _VIEWS[name] = function
+        return function
+
+    return add
+
+
+def view_names() -> list[str]:
+    """Names of the registered views, in registration order."""
+    return list(_VIEWS)
+
+
+def views_token() -> str:
+    """Cache-key part naming the views and their version."""
+    return f"views={','.join(_VIEWS)}@{VIEWS_VERSION}"
+
+
+def small_copy(rgb: np.ndarray, size: int = VIEW_SIZE) -> np.ndarray:
+    """``(size, size, 3)`` float32 copy in ``[0, 1]`` (area-averaged; bilinear when upsampling)."""
+    image = Image.fromarray(np.ascontiguousarray(rgb))
+    smaller = min(image.size) >= size
+    resized = image.resize((size, size), Image.BOX if smaller else Image.BILINEAR)
+    return np.asarray(resized, dtype=np.float32) * (1.0 / 255.0)
+
+
+def compute_views(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Every registered view of one ``(H, W, 3)`` uint8 image, name -> float32 vector."""
+    small = small_copy(rgb)
+    return {name: function(small).astype(np.float32) for name, function in _VIEWS.items()}
+
+
+def _histogram(values: np.ndarray, bins: int, low: float, high: float) -> np.ndarray:
+    """Normalised histogram of ``values`` clipped into ``[low, high]``."""
+    scaled = (values.ravel() - low) * (bins / (high - low))
+    index = np.clip(scaled.astype(np.int32), 0, bins - 1)
+    return np.bincount(index, minlength=bins) / float(index.size)
+
+
+def _moments(values: np.ndarray) -> np.ndarray:
+    """Mean, standard deviation, skewness and the 5/25/50/75/95 % quantiles."""
+    flat = values.ravel()
+    mean = flat.mean()
+    centred = flat - mean
+    std = float(np.sqrt((centred * centred).mean()))
+    skew = (centred * centred * centred).mean() / max(std, 1e-6) ** 3
+    ranks = (QUANTILES * (flat.size - 1)).astype(np.intp)
+    quantiles = np.partition(flat, ranks)[ranks]  # lower quantiles, cheaper than np.quantile
+    return np.concatenate([[mean, std, skew], quantiles])
+
+
+@register_view("colour")
+def colour_view(small: np.ndarray) -> np.ndarray:
+    """Per-channel intensity histograms and moments, optical-density histograms and
+    chromaticity histograms (136 values).
+
+    Optical density ``-log(I)`` is the space stains add up in (Beer-Lambert), so it
+    separates stain amounts that look alike in RGB; chromaticity ``c / (r + g + b)``
+    ignores brightness. Grey images give equal channels, i.e. a windowed intensity
+    histogram.
+    """
+    density = -np.log(np.clip(small, 1.0 / 255.0, 1.0))
+    parts = []
+    for channel in range(3):
+        values = small[..., channel]
+        parts += [
+            _histogram(values, 16, 0.0, 1.0),
+            _moments(values),
+            _histogram(density[..., channel], 8, 0.0, 3.0),
+        ]
+    total = small.sum(axis=-1) + 1e-3
+    for channel in range(2):
+        parts.append(_histogram(small[..., channel] / total, 16, 0.15, 0.55))
+    parts.append(_moments(small.mean(axis=-1)))
+    return np.concatenate(parts)
+
+
+def _lbp_histogram(grey: np.ndarray) -> np.ndarray:
+    """Rotation-invariant uniform local binary patterns (8 neighbours, radius 1), 10 bins."""
+    centre = grey[1:-1, 1:-1]
+    height, width = grey.shape
+    offsets = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
+    bits = [grey[dy : dy + height - 2, dx : dx + width - 2] >= centre for dy, dx in offsets]
+    transitions = sum((bits[i] != bits[(i + 1) % 8]).astype(np.int32) for i in range(8))
+    ones = sum(bit.astype(np.int32) for bit in bits)
+    codes = np.where(transitions <= 2, ones, 9)
+    return np.bincount(codes.ravel(), minlength=10) / float(codes.size)
+
+
+@register_view("texture")
+def texture_view(small: np.ndarray) -> np.ndarray:
+    """Local binary patterns at two scales, gradient-magnitude histogram and moments,
+    Laplacian energy (42 values): sharpness and fine structure, independent of colour."""
+    grey = small.mean(axis=-1)
+    half = 0.25 * (grey[0::2, 0::2] + grey[1::2, 0::2] + grey[0::2, 1::2] + grey[1::2, 1::2])
+    grad_y, grad_x = np.gradient(grey)
+    magnitude = np.hypot(grad_x, grad_y)
+    laplace = (
+        grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4 * grey[1:-1, 1:-1]
+    )
+    return np.concatenate(
+        [
+            _lbp_histogram(grey),
+            _lbp_histogram(half),
+            _histogram(magnitude, 12, 0.0, 0.25),
+            _moments(magnitude),
+            [np.abs(laplace).mean(), laplace.std()],
+        ]
+    )
