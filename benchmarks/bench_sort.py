@@ -8,6 +8,10 @@ lung histology checks the modality split.
     python benchmarks/bench_sort.py                      # every case
     python benchmarks/bench_sort.py --cases lung-histology
     python benchmarks/bench_sort.py --cases lung-histology --encoder efficientnet_lite0_448
+    python benchmarks/bench_sort.py --cases lung-histology --compare-views  # cost of views
+
+``--compare-views`` runs every case twice at the same commit, with the default views and
+with ``--no-views``, and prints the time ratio.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ CASES: dict[str, tuple[list[str], int | None]] = {
     "brain-mri": (["brain-mri"], None),
     "breast-ultrasound-28": (["breast-ultrasound-28"], None),
     "dermoscopy": (["dermoscopy"], None),
+    "blood-cells-128": (["blood-cells-128"], None),
+    "breast-ultrasound-28 --k 2": (["breast-ultrasound-28"], 2),
+    "brain-mri --k 2": (["brain-mri"], 2),
 }
 
 
@@ -57,7 +64,12 @@ def build_input(sets: list[str], work: Path) -> tuple[Path, Path]:
 
 
 def run_case(
-    name: str, sets: list[str], k: int | None, work: Path, encoder: str = "efficientnet_lite0"
+    name: str,
+    sets: list[str],
+    k: int | None,
+    work: Path,
+    encoder: str = "efficientnet_lite0",
+    views: bool = True,
 ) -> dict[str, object]:
     input_dir, truth = build_input(sets, work)
     out = work / "out"
@@ -77,6 +89,8 @@ def run_case(
     ]
     if k is not None:
         command += ["--k", str(k)]
+    if not views:
+        command.append("--no-views")
     started = time.perf_counter()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - started
@@ -85,6 +99,7 @@ def run_case(
     modality_purity = purity(out, truth, sets) if len(sets) > 1 else None
     return {
         "case": name,
+        "views": [used["views"] for used in run.get("views_per_modality_group", [])],
         "images": run["n_items"],
         "seconds": round(seconds, 1),
         "images/s": round(run["n_items"] / seconds, 1),
@@ -112,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--compare-views", action="store_true", help="also run --no-views")
     args = parser.parse_args()
     print(
         f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
@@ -119,8 +135,15 @@ def main() -> None:
     )
     for name in args.cases:
         sets, k = CASES[name]
-        with tempfile.TemporaryDirectory() as work:
-            print(json.dumps(run_case(name, sets, k, Path(work), args.encoder)), flush=True)
+        seconds = {}
+        for views in (True, False) if args.compare_views else (True,):
+            with tempfile.TemporaryDirectory() as work:
+                row = run_case(name, sets, k, Path(work), args.encoder, views)
+                seconds[views] = row["seconds"]
+                print(json.dumps(row), flush=True)
+        if args.compare_views:
+            ratio = seconds[True] / seconds[False]
+            print(f"# {name}: with views / without = {ratio:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,11 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         "--no-audit", action="store_true", help="skip the shortcut, duplicate and quality audit"
     )
     command.add_argument(
+        "--no-views",
+        action="store_true",
+        help="group on the encoder's vectors only (no colour/texture views)",
+    )
+    command.add_argument(
         "--metadata",
         type=Path,
         default=None,
@@ -223,6 +228,7 @@ def run_sort(args: argparse.Namespace) -> int:
         backend=args.backend,
         ray_address=args.address,
         num_workers=args.workers,
+        views=not args.no_views,
     )
     return 0 if result_dir else 1
 

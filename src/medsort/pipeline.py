@@ -34,6 +34,7 @@ def sort_folder(
     backend: str = "local",
     ray_address: str | None = None,
     num_workers: int | None = None,
+    views: bool = True,
 ) -> Path:
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
@@ -41,8 +42,10 @@ def sort_folder(
     is left out of the scan. ``backend="ray"`` embeds with Ray encoder actors (see
     :class:`~medsort.sorter.Sorter` and ``docs/scaling.md``). The shortcut and hygiene
     audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
-    ``truth_csv`` labels (never used to group). Groups are named from ``reference``
-    images, or from the (``vocabulary``'s) text prompts when the encoder embeds text.
+    ``truth_csv`` labels (never used to group). ``views=False`` groups on the encoder's
+    vectors only, without the hand-crafted views (:mod:`medsort.embed.views`). Groups are
+    named from ``reference`` images, or from the (``vocabulary``'s) text prompts when the
+    encoder embeds text.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
@@ -62,6 +65,7 @@ def sort_folder(
         backend=backend,
         ray_address=ray_address,
         num_workers=num_workers,
+        views=views,
     ).fit(input_dir, exclude=exclude)
     result = sorter.result_
     if reference is not None or hasattr(sorter.encoder_, "embed_text"):

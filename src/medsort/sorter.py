@@ -54,6 +54,9 @@ class Sorter:
         Ray cluster to join (``"auto"``, ``"ray://head:10001"``); ``None`` starts a local one.
     num_workers : int or None
         Ray encoder actors; ``None`` picks one per 4 CPUs of the cluster.
+    views : bool
+        Compute hand-crafted colour and texture views next to the encoder's vectors and
+        weigh them into the condition groups (see :class:`~medsort.group.TwoLevelGrouper`).
 
     Attributes
     ----------
@@ -83,6 +86,7 @@ class Sorter:
         backend: str = "local",
         ray_address: str | None = None,
         num_workers: int | None = None,
+        views: bool = True,
     ) -> None:
         self.encoder = encoder
         self.n_clusters = n_clusters
@@ -96,6 +100,7 @@ class Sorter:
         self.backend = backend
         self.ray_address = ray_address
         self.num_workers = num_workers
+        self.views = views
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -167,6 +172,7 @@ class Sorter:
                 options=self.read_options,
                 batch_size=self.batch_size,
                 progress=self.progress,
+                views=self.views,
             )
         finally:
             cache.close()

@@ -68,6 +68,7 @@ def embed_files(
     batch_size: int = 32,
     n_readers: int = 2,
     progress: bool = True,
+    views: bool = True,
 ) -> Embedded:
     """Embed every readable file; unreadable ones are returned in ``skipped`` with a reason.
 
@@ -87,9 +88,11 @@ def embed_files(
         Background decoding threads.
     progress : bool
         Show progress bars.
+    views : bool
+        Also compute the hand-crafted views of :mod:`medsort.embed.views` (``Embedded.views``).
     """
     options = options or ReadOptions()
-    token = options.cache_token()
+    token = f"{options.cache_token()};{views_token()}" if views else options.cache_token()
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}
@@ -103,7 +106,7 @@ def embed_files(
             skipped[index] = f"cannot open file: {error.strerror or error}"
             continue
         hashes[index] = file_hash
-        key = EmbeddingCache.key(file_hash, encoder.name, f"{token};{views_token()}")
+        key = EmbeddingCache.key(file_hash, encoder.name, token)
         hit = cache.get(key)
         if hit is None:
             pending[index] = PendingFile(key=key, file_hash=file_hash)
@@ -111,7 +114,9 @@ def embed_files(
             done[index] = hit
     if pending:
         tune_cpu_runtime()
-        embed_pending(files, pending, encoder, cache, options, batch_size, n_readers, progress)
+        embed_pending(
+            files, pending, encoder, cache, options, batch_size, n_readers, progress, views
+        )
     for index, entry in pending.items():
         if entry.error is not None:
             skipped[index] = entry.error
@@ -136,6 +141,7 @@ def embed_pending(
     batch_size: int,
     n_readers: int,
     progress: bool,
+    views: bool = True,
 ) -> None:
     """Embed the ``pending`` files (index into ``files`` -> entry) and store each in ``cache``.
 
@@ -148,7 +154,7 @@ def embed_pending(
         todo.put(index)
     workers = [
         threading.Thread(
-            target=_read_worker, args=(files, todo, outbox, encoder, options), daemon=True
+            target=_read_worker, args=(files, todo, outbox, encoder, options, views), daemon=True
         )
         for _ in range(max(1, n_readers))
     ]
@@ -188,6 +194,7 @@ def _read_worker(
     outbox: queue.Queue[tuple[str, int, Any]],
     encoder: Encoder,
     options: ReadOptions,
+    views: bool,
 ) -> None:
     while True:
         try:
@@ -201,7 +208,8 @@ def _read_worker(
                 rgb = image.rgb()
                 model_input = to_model_input(rgb, encoder.config)
                 record = {"item": image.item, "meta": image.meta}
-                outbox.put(("item", index, (record, model_input, compute_views(rgb))))
+                extra = compute_views(rgb) if views else {}
+                outbox.put(("item", index, (record, model_input, extra)))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")
