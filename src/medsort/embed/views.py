@@ -61,23 +61,26 @@ def compute_views(rgb: np.ndarray) -> dict[str, np.ndarray]:
     return {name: function(small).astype(np.float32) for name, function in _VIEWS.items()}
 
 
-def _histogram(values: np.ndarray, bins: int, low: float, high: float) -> np.ndarray:
-    """Normalised histogram of ``values`` clipped into ``[low, high]``."""
-    scaled = (values.ravel() - low) * (bins / (high - low))
+def _histograms(rows: np.ndarray, bins: int, low: float, high: float) -> np.ndarray:
+    """Normalised histogram of each row of ``rows`` (values clipped into ``[low, high]``),
+    ``(n_rows, bins)``, from one ``bincount``."""
+    scaled = (rows - low) * (bins / (high - low))
     index = np.clip(scaled.astype(np.int32), 0, bins - 1)
-    return np.bincount(index, minlength=bins) / float(index.size)
+    index += (np.arange(len(rows), dtype=np.int32) * bins)[:, None]
+    counts = np.bincount(index.ravel(), minlength=len(rows) * bins)
+    return counts.reshape(len(rows), bins) / float(rows.shape[1])
 
 
-def _moments(values: np.ndarray) -> np.ndarray:
-    """Mean, standard deviation, skewness and the 5/25/50/75/95 % quantiles."""
-    flat = values.ravel()
-    mean = flat.mean()
-    centred = flat - mean
-    std = float(np.sqrt((centred * centred).mean()))
-    skew = (centred * centred * centred).mean() / max(std, 1e-6) ** 3
-    ranks = (QUANTILES * (flat.size - 1)).astype(np.intp)
-    quantiles = np.partition(flat, ranks)[ranks]  # lower quantiles, cheaper than np.quantile
-    return np.concatenate([[mean, std, skew], quantiles])
+def _moments(rows: np.ndarray) -> np.ndarray:
+    """Mean, standard deviation, skewness and the 5/25/50/75/95 % quantiles of each row,
+    ``(n_rows, 8)``."""
+    mean = rows.mean(axis=1, keepdims=True)
+    centred = rows - mean
+    std = np.sqrt((centred * centred).mean(axis=1, keepdims=True))
+    skew = (centred * centred * centred).mean(axis=1, keepdims=True) / np.maximum(std, 1e-6) ** 3
+    ranks = (QUANTILES * (rows.shape[1] - 1)).astype(np.intp)
+    quantiles = np.partition(rows, ranks, axis=1)[:, ranks]  # lower quantiles, cheap
+    return np.hstack([mean, std, skew, quantiles])
 
 
 @register_view("colour")
@@ -90,20 +93,18 @@ def colour_view(small: np.ndarray) -> np.ndarray:
     ignores brightness. Grey images give equal channels, i.e. a windowed intensity
     histogram.
     """
-    density = -np.log(np.clip(small, 1.0 / 255.0, 1.0))
-    parts = []
-    for channel in range(3):
-        values = small[..., channel]
-        parts += [
-            _histogram(values, 16, 0.0, 1.0),
-            _moments(values),
-            _histogram(density[..., channel], 8, 0.0, 3.0),
+    channels = np.ascontiguousarray(small.reshape(-1, 3).T)  # (3, pixels)
+    density = -np.log(np.clip(channels, 1.0 / 255.0, 1.0))
+    per_channel = np.hstack(
+        [
+            _histograms(channels, 16, 0.0, 1.0),
+            _moments(channels),
+            _histograms(density, 8, 0.0, 3.0),
         ]
-    total = small.sum(axis=-1) + 1e-3
-    for channel in range(2):
-        parts.append(_histogram(small[..., channel] / total, 16, 0.15, 0.55))
-    parts.append(_moments(small.mean(axis=-1)))
-    return np.concatenate(parts)
+    )
+    chroma = _histograms(channels[:2] / (channels.sum(axis=0) + 1e-3), 16, 0.15, 0.55)
+    grey = _moments(channels.mean(axis=0, keepdims=True))
+    return np.concatenate([per_channel.ravel(), chroma.ravel(), grey.ravel()])
 
 
 def _lbp_histogram(grey: np.ndarray) -> np.ndarray:
@@ -133,8 +134,8 @@ def texture_view(small: np.ndarray) -> np.ndarray:
         [
             _lbp_histogram(grey),
             _lbp_histogram(half),
-            _histogram(magnitude, 12, 0.0, 0.25),
-            _moments(magnitude),
+            _histograms(magnitude.reshape(1, -1), 12, 0.0, 0.25)[0],
+            _moments(magnitude.reshape(1, -1))[0],
             [np.abs(laplace).mean(), laplace.std()],
         ]
     )
