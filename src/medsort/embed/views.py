@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-VIEW_SIZE = 64
+VIEW_SIZE = 32
 """Side of the square copy every view is computed on."""
-VIEWS_VERSION = "1"
+VIEWS_VERSION = "2"
 """Part of the cache key: bump when a view's definition changes."""
 
 QUANTILES = np.array([0.05, 0.25, 0.5, 0.75, 0.95])
@@ -121,8 +121,8 @@ def _lbp_histogram(grey: np.ndarray) -> np.ndarray:
 
 @register_view("texture")
 def texture_view(small: np.ndarray) -> np.ndarray:
-    """Local binary patterns at two scales, gradient-magnitude histogram and moments,
-    Laplacian energy (42 values): sharpness and fine structure, independent of colour."""
+    """Local binary patterns at full and half size, gradient-magnitude histogram and
+    moments, Laplacian energy (42 values): sharpness and fine structure, not colour."""
     grey = small.mean(axis=-1)
     half = 0.25 * (grey[0::2, 0::2] + grey[1::2, 0::2] + grey[0::2, 1::2] + grey[1::2, 1::2])
     grad_y, grad_x = np.gradient(grey)
