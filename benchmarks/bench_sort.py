@@ -8,6 +8,10 @@ lung histology checks the modality split.
     python benchmarks/bench_sort.py                      # every case
     python benchmarks/bench_sort.py --cases lung-histology
     python benchmarks/bench_sort.py --cases lung-histology --encoder efficientnet_lite0_448
+    python benchmarks/bench_sort.py --cases lung-histology --compare-views  # cost of views
+
+``--compare-views`` runs every case twice at the same commit, with the default views and
+with ``--no-views``, and prints the time ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +40,9 @@ CASES: dict[str, tuple[list[str], int | None]] = {
     "brain-mri": (["brain-mri"], None),
     "breast-ultrasound-28": (["breast-ultrasound-28"], None),
     "dermoscopy": (["dermoscopy"], None),
+    "blood-cells-128": (["blood-cells-128"], None),
+    "breast-ultrasound-28 --k 2": (["breast-ultrasound-28"], 2),
+    "brain-mri --k 2": (["brain-mri"], 2),
 }
 
 
@@ -57,7 +65,12 @@ def build_input(sets: list[str], work: Path) -> tuple[Path, Path]:
 
 
 def run_case(
-    name: str, sets: list[str], k: int | None, work: Path, encoder: str = "efficientnet_lite0"
+    name: str,
+    sets: list[str],
+    k: int | None,
+    work: Path,
+    encoder: str = "efficientnet_lite0",
+    views: bool = True,
 ) -> dict[str, object]:
     input_dir, truth = build_input(sets, work)
     out = work / "out"
@@ -77,16 +90,21 @@ def run_case(
     ]
     if k is not None:
         command += ["--k", str(k)]
-    started = time.perf_counter()
+    if not views:
+        command.append("--no-views")
+    started, cpu_started = time.perf_counter(), children_cpu()
     subprocess.run(command, check=True)
     seconds = time.perf_counter() - started
+    cpu = children_cpu() - cpu_started
     run = json.loads((out / "run.json").read_text())
     scores = evaluate(out, truth)
     modality_purity = purity(out, truth, sets) if len(sets) > 1 else None
     return {
         "case": name,
+        "views": [used["views"] for used in run.get("views_per_modality_group", [])],
         "images": run["n_items"],
         "seconds": round(seconds, 1),
+        "cpu s": round(cpu, 1),
         "images/s": round(run["n_items"] / seconds, 1),
         "peak MiB": run["peak_rss_mib"],
         "stages": run["timings_s"],
@@ -98,6 +116,13 @@ def run_case(
         "NMI": round(scores["nmi"], 3),
         "ARI": round(scores["ari"], 3),
     }
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) of finished child processes so far: a steadier cost
+    figure than wall time when other jobs share the cores."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def purity(out: Path, truth: Path, sets: list[str]) -> float:
@@ -112,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--compare-views", action="store_true", help="also run --no-views")
     args = parser.parse_args()
     print(
         f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
@@ -119,8 +145,18 @@ def main() -> None:
     )
     for name in args.cases:
         sets, k = CASES[name]
-        with tempfile.TemporaryDirectory() as work:
-            print(json.dumps(run_case(name, sets, k, Path(work), args.encoder)), flush=True)
+        seconds, cpu = {}, {}
+        for views in (True, False) if args.compare_views else (True,):
+            with tempfile.TemporaryDirectory() as work:
+                row = run_case(name, sets, k, Path(work), args.encoder, views)
+                seconds[views], cpu[views] = row["seconds"], row["cpu s"]
+                print(json.dumps(row), flush=True)
+        if args.compare_views:
+            ratio, cpu_ratio = seconds[True] / seconds[False], cpu[True] / cpu[False]
+            print(
+                f"# {name}: with views / without = {ratio:.2f} wall, {cpu_ratio:.2f} CPU",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

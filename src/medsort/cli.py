@@ -161,6 +161,11 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         "--no-audit", action="store_true", help="skip the shortcut, duplicate and quality audit"
     )
     command.add_argument(
+        "--no-views",
+        action="store_true",
+        help="group on the encoder's vectors only (no colour/texture views)",
+    )
+    command.add_argument(
         "--metadata",
         type=existing_file,
         default=None,
@@ -274,6 +279,7 @@ def run_sort(args: argparse.Namespace) -> int:
         ray_address=args.address,
         num_workers=args.workers,
         device=args.device,
+        views=not args.no_views,
     )
     if result_dir and args.open:
         open_report(result_dir)

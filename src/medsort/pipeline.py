@@ -47,6 +47,7 @@ def sort_folder(
     ray_address: str | None = None,
     num_workers: int | None = None,
     device: str = "auto",
+    views: bool = True,
 ) -> Path:
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
@@ -56,9 +57,11 @@ def sort_folder(
     ``skipped.csv``. ``backend="ray"`` embeds with Ray encoder actors (see
     :class:`~medsort.sorter.Sorter` and ``docs/scaling.md``). The shortcut and hygiene
     audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
-    ``truth_csv`` labels (never used to group). Groups are named from ``reference``
-    images, or from the (``vocabulary``'s) text prompts when the encoder embeds text.
-    ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder runs.
+    ``truth_csv`` labels (never used to group). ``views=False`` groups on the encoder's
+    vectors only, without the hand-crafted views (:mod:`medsort.embed.views`). Groups are
+    named from ``reference`` images, or from the (``vocabulary``'s) text prompts when the
+    encoder embeds text. ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder
+    runs.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     check_folders(input_dir, out_dir)
@@ -71,7 +74,7 @@ def sort_folder(
                 input_dir, out_dir, exclude, encoder, n_clusters, export, cache_dir,
                 batch_size, random_state, read_options, quiet, reference, vocabulary,
                 drop_duplicates, audit, metadata_csv, truth_csv, backend, ray_address,
-                num_workers, device,
+                num_workers, device, views,
             )  # fmt: skip
         except NoReadableImageError as error:
             write_csv(error.skipped, out_dir / SKIPPED)
@@ -119,6 +122,7 @@ def _sort_into(
     ray_address: str | None,
     num_workers: int | None,
     device: str,
+    views: bool,
 ) -> Path:
     sorter = Sorter(
         encoder=encoder,
@@ -133,6 +137,7 @@ def _sort_into(
         ray_address=ray_address,
         num_workers=num_workers,
         device=device,
+        views=views,
     ).fit(input_dir, exclude=exclude)
     result = sorter.result_
     if reference is not None or hasattr(sorter.encoder_, "embed_text"):

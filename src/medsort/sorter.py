@@ -65,6 +65,9 @@ class Sorter:
     device : {"auto", "cpu", "cuda"}
         Where a registered encoder runs: ``"auto"`` uses a GPU where its runtime offers
         one (``onnxruntime-gpu``, CUDA torch), else the CPU. Ignored for encoder objects.
+    views : bool
+        Compute hand-crafted colour and texture views next to the encoder's vectors and
+        weigh them into the condition groups (see :class:`~medsort.group.TwoLevelGrouper`).
 
     Attributes
     ----------
@@ -95,6 +98,7 @@ class Sorter:
         ray_address: str | None = None,
         num_workers: int | None = None,
         device: str = "auto",
+        views: bool = True,
     ) -> None:
         self.encoder = encoder
         self.n_clusters = n_clusters
@@ -109,6 +113,7 @@ class Sorter:
         self.ray_address = ray_address
         self.num_workers = num_workers
         self.device = device
+        self.views = views
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -142,7 +147,7 @@ class Sorter:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
         self.grouper_ = TwoLevelGrouper(
             n_clusters=self.n_clusters, random_state=self.random_state
-        ).fit(embedded.vectors)
+        ).fit(embedded.vectors, views=embedded.views)
         self.timings_["group"] = time.perf_counter() - started
         self.labels_ = self.grouper_.labels_
         self.modality_labels_ = self.grouper_.modality_labels_
@@ -159,7 +164,7 @@ class Sorter:
         Unreadable files are left out; see :meth:`embed` for the rows.
         """
         embedded = self.embed(paths)
-        return self.grouper_.predict(embedded.vectors)
+        return self.grouper_.predict(embedded.vectors, views=embedded.views)
 
     def embed(self, paths: list[Path]) -> Embedded:
         """Embed files with the fitted encoder and cache."""
@@ -188,6 +193,7 @@ class Sorter:
                 options=decode_options(self.read_options, self.encoder_),
                 batch_size=self.batch_size,
                 progress=self.progress,
+                views=self.views,
             )
         finally:
             cache.close()
@@ -259,6 +265,7 @@ class Sorter:
             "n_embedded_files": embedded.n_embedded_files,
             "n_modality_groups": int(self.modality_labels_.max()) + 1,
             "n_groups": int(self.labels_.max()) + 1,
+            "views_per_modality_group": self.grouper_.views_used_,
             "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
             "peak_rss_mib": peak_rss_mib(),
         }
@@ -289,6 +296,7 @@ def without_duplicates(embedded: Embedded, input_dir: Path) -> Embedded:
         vectors=embedded.vectors[rows],
         skipped=embedded.skipped + sorted(dropped.items()),
         n_embedded_files=embedded.n_embedded_files,
+        views={name: array[rows] for name, array in embedded.views.items()},
     )
 
 

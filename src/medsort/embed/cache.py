@@ -25,7 +25,7 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,8 @@ class CachedFile:
 
     items: list[dict[str, Any]]
     vectors: np.ndarray
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    """Hand-crafted views (:mod:`medsort.embed.views`): name -> ``(n_items, d)`` float32."""
 
 
 def pack(entry: CachedFile) -> tuple[str, bytes]:

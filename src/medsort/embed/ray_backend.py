@@ -40,6 +40,7 @@ from medsort.embed.stream import (
     cache_token,
     embed_pending,
 )
+from medsort.embed.views import pack_views, unpack_views
 from medsort.io.readers import ReadOptions
 
 __all__ = ["embed_files_ray", "default_num_workers"]
@@ -300,13 +301,15 @@ def _store_block(
 ) -> int:
     """Put one result block into the cache and the result maps; return files embedded."""
     embedded = 0
-    for index, key, items, n, dim, vectors, error in zip(
+    for index, key, items, n, dim, vectors, view_dims, views, error in zip(
         block["index"],
         block["key"],
         block["items"],
         block["n"],
         block["dim"],
         block["vectors"],
+        block["view_dims"],
+        block["views"],
         block["error"],
         strict=True,
     ):
@@ -314,7 +317,7 @@ def _store_block(
             skipped[int(index)] = str(error)
             continue
         matrix = np.frombuffer(vectors, dtype=np.float32).reshape(int(n), int(dim))
-        entry = CachedFile(json.loads(items), matrix)
+        entry = CachedFile(json.loads(items), matrix, unpack_views(str(view_dims), bytes(views)))
         cache.put(str(key), entry)
         done[int(index)] = entry
         embedded += 1
@@ -344,6 +347,8 @@ def _write_shard(block: dict[str, np.ndarray], path: Path) -> None:
             "n": pa.array(block["n"][keep].astype(np.int32)),
             "dim": pa.array(block["dim"][keep].astype(np.int32)),
             "vectors": pa.array([bytes(v) for v in block["vectors"][keep]], pa.binary()),
+            "view_dims": pa.array([str(v) for v in block["view_dims"][keep]], pa.string()),
+            "views": pa.array([bytes(v) for v in block["views"][keep]], pa.binary()),
         }
     )
     pq.write_table(table, path)
@@ -426,7 +431,7 @@ def _result_columns(
     dim: int,
 ) -> dict[str, np.ndarray]:
     """One output row per input file: items (JSON), vectors (float32 bytes) or an error."""
-    items, counts, vectors, errors = [], [], [], []
+    items, counts, vectors, view_dims, views, errors = [], [], [], [], [], []
     for position, key in enumerate(keys):
         entry = collector.entries.get(key)
         error = pending[position].error
@@ -436,11 +441,16 @@ def _result_columns(
             items.append("[]")
             counts.append(0)
             vectors.append(b"")
+            view_dims.append("{}")
+            views.append(b"")
             errors.append(error)
             continue
         items.append(json.dumps(entry.items, default=str))
         counts.append(len(entry.items))
         vectors.append(np.ascontiguousarray(entry.vectors, dtype=np.float32).tobytes())
+        dims, blob = pack_views(entry.views)
+        view_dims.append(dims)
+        views.append(blob)
         errors.append("")
     return {
         "index": np.asarray(indices, dtype=np.int64),
@@ -449,5 +459,7 @@ def _result_columns(
         "n": np.asarray(counts, dtype=np.int64),
         "dim": np.full(len(keys), dim, dtype=np.int64),
         "vectors": np.asarray(vectors, dtype=object),
+        "view_dims": np.asarray(view_dims, dtype=object),
+        "views": np.asarray(views, dtype=object),
         "error": np.asarray(errors, dtype=object),
     }

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
 from medsort.embed.runtime import tune_cpu_runtime
+from medsort.embed.views import compute_views, views_token
 from medsort.io import appearance
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
@@ -40,6 +41,9 @@ class Embedded:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     n_embedded_files: int = 0
     """Files that were embedded now, not taken from the cache."""
+    views: dict[str, np.ndarray] = field(default_factory=dict)
+    """Hand-crafted views (:mod:`medsort.embed.views`), name -> ``(n_rows, d)``; empty when
+    any file's cache entry has none (e.g. written by the Ray backend)."""
 
 
 @dataclass
@@ -50,6 +54,7 @@ class PendingFile:
     file_hash: str
     items: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
+    views: list[dict[str, np.ndarray]] = field(default_factory=list)
     expected: int | None = None
     error: str | None = None
 
@@ -66,6 +71,7 @@ def embed_files(
     batch_size: int = 32,
     n_readers: int = 2,
     progress: bool = True,
+    views: bool = True,
 ) -> Embedded:
     """Embed every readable file; unreadable ones are returned in ``skipped`` with a reason.
 
@@ -85,9 +91,11 @@ def embed_files(
         Background decoding threads.
     progress : bool
         Show progress bars.
+    views : bool
+        Also compute the hand-crafted views of :mod:`medsort.embed.views` (``Embedded.views``).
     """
     options = decode_options(options, encoder)
-    token = cache_token(options)
+    token = cache_token(options, views)
     done: dict[int, CachedFile] = {}
     hashes: dict[int, str] = {}
     skipped: dict[int, str] = {}
@@ -109,12 +117,14 @@ def embed_files(
             done[index] = hit
     if pending:
         tune_cpu_runtime()
-        embed_pending(files, pending, encoder, cache, options, batch_size, n_readers, progress)
+        embed_pending(
+            files, pending, encoder, cache, options, batch_size, n_readers, progress, views
+        )
     for index, entry in pending.items():
         if entry.error is not None:
             skipped[index] = entry.error
         else:
-            done[index] = CachedFile(entry.items, _stack(entry.vectors, encoder.dim))
+            done[index] = finished_entry(entry, encoder.dim)
     cache.commit()
     return assemble_embedded(
         files,
@@ -141,9 +151,11 @@ def decode_options(options: ReadOptions | None, encoder: Encoder) -> ReadOptions
     return options
 
 
-def cache_token(options: ReadOptions) -> str:
-    """Reader options plus the version of the appearance attributes stored with each item."""
-    return f"{options.cache_token()};appearance={appearance.VERSION}"
+def cache_token(options: ReadOptions, views: bool = True) -> str:
+    """Reader options plus the versions of what is stored with each item: the appearance
+    attributes and (``views``) the hand-crafted views."""
+    token = f"{options.cache_token()};appearance={appearance.VERSION}"
+    return f"{token};{views_token()}" if views else token
 
 
 def embed_pending(
@@ -155,6 +167,7 @@ def embed_pending(
     batch_size: int,
     n_readers: int,
     progress: bool,
+    views: bool = True,
 ) -> None:
     """Embed the ``pending`` files (index into ``files`` -> entry) and store each in ``cache``.
 
@@ -167,7 +180,7 @@ def embed_pending(
         todo.put(index)
     workers = [
         threading.Thread(
-            target=_read_worker, args=(files, todo, outbox, encoder, options), daemon=True
+            target=_read_worker, args=(files, todo, outbox, encoder, options, views), daemon=True
         )
         for _ in range(max(1, n_readers))
     ]
@@ -183,8 +196,9 @@ def embed_pending(
             continue
         entry = pending[index]
         if kind == "item":
-            meta, model_input = payload
+            meta, model_input, views = payload
             entry.items.append(meta)
+            entry.views.append(views)
             batch.append((index, model_input))
             if len(batch) >= batch_size:
                 _run_batch(batch, pending, encoder, cache, bar)
@@ -206,6 +220,7 @@ def _read_worker(
     outbox: queue.Queue[tuple[str, int, Any]],
     encoder: Encoder,
     options: ReadOptions,
+    views: bool,
 ) -> None:
     while True:
         try:
@@ -216,9 +231,12 @@ def _read_worker(
         count = 0
         try:
             for image in iter_images(files[index], options):
-                model_input = to_model_input(image.rgb(), encoder.config)
+                rgb = image.rgb()
+                model_input = to_model_input(rgb, encoder.config)
                 meta = {**image.meta, **appearance.appearance(image)}
-                outbox.put(("item", index, ({"item": image.item, "meta": meta}, model_input)))
+                record = {"item": image.item, "meta": meta}
+                extra = compute_views(rgb) if views else {}
+                outbox.put(("item", index, (record, model_input, extra)))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")
@@ -247,8 +265,17 @@ def _run_batch(
 
 def _store_if_complete(index: int, entry: PendingFile, cache: EmbeddingCache, bar: tqdm) -> None:
     if entry.complete and entry.error is None:
-        cache.put(entry.key, CachedFile(entry.items, _stack(entry.vectors, 0)))
+        cache.put(entry.key, finished_entry(entry, 0))
         bar.update(1)
+
+
+def finished_entry(entry: PendingFile, dim: int) -> CachedFile:
+    """The cache entry of a completely embedded file: items, vectors and stacked views."""
+    views = {
+        name: np.stack([row[name] for row in entry.views]).astype(np.float32, copy=False)
+        for name in (entry.views[0] if entry.views else {})
+    }
+    return CachedFile(entry.items, _stack(entry.vectors, dim), views)
 
 
 def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
@@ -269,12 +296,14 @@ def assemble_embedded(
     row_hashes: list[str] = []
     items: list[dict[str, Any]] = []
     blocks: list[np.ndarray] = []
+    view_blocks: dict[str, list[np.ndarray]] | None = None
     for index in sorted(done):
         entry = done[index]
         rows.extend([files[index]] * len(entry.items))
         row_hashes.extend([hashes[index]] * len(entry.items))
         items.extend(entry.items)
         blocks.append(entry.vectors)
+        view_blocks = _add_views(view_blocks, entry)
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
     return Embedded(
         files=rows,
@@ -283,4 +312,16 @@ def assemble_embedded(
         vectors=vectors,
         skipped=[(files[index], reason) for index, reason in sorted(skipped.items())],
         n_embedded_files=n_embedded,
+        views={name: np.concatenate(parts) for name, parts in (view_blocks or {}).items()},
     )
+
+
+def _add_views(
+    blocks: dict[str, list[np.ndarray]] | None, entry: CachedFile
+) -> dict[str, list[np.ndarray]]:
+    """Append ``entry``'s views to ``blocks``; views missing from any entry are dropped."""
+    if blocks is None:
+        return {name: [array] for name, array in entry.views.items()}
+    return {
+        name: [*parts, entry.views[name]] for name, parts in blocks.items() if name in entry.views
+    }

@@ -10,6 +10,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
 from medsort.group.cluster import SpectralAutoK, nearest_centre, sampled_rows
+from medsort.group.multiview import ViewBlocks, mean_row_norm, view_agreement
 from medsort.group.reduce import (
     FeatureReducer,
     SpectralEmbedding,
@@ -91,6 +92,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
     single-modality folder therefore stays one group unless its split is very clear. Level 2
     refits the reduction inside each modality group and runs :class:`SpectralAutoK`.
 
+    With hand-crafted ``views`` given to :meth:`fit` (see :mod:`medsort.embed.views`), level 2
+    picks ``k`` on the CNN features as without them, then forms the ``k`` groups in the CNN
+    block joined by each view's block at ``view_weight`` (:class:`ViewBlocks`). Level 1 uses
+    the CNN features only (modality purity is already perfect there).
+
     Parameters
     ----------
     n_clusters : int or None, default=None
@@ -112,6 +118,10 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         Smallest modality group, as a fraction of the rows (and at least 10 rows).
     max_fit_samples : int, default=20000
         Non-linear steps are fitted on at most this many rows, the rest transformed.
+    view_weight : float, default=0.2
+        Weight of each hand-crafted view block against the CNN block (0 ignores views).
+    view_components : int, default=32
+        PCA size of each view block.
     random_state : int, default=0
         Seed for every random step (results are deterministic).
 
@@ -133,6 +143,10 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         Number of modality groups.
     n_groups_ : int
         Number of final groups.
+    views_used_ : list of dict
+        Per modality group: the views its condition groups were formed in, their weights,
+        where ``k`` came from, and each view's agreement with the groups
+        (:func:`~medsort.group.multiview.view_agreement`).
     """
 
     def __init__(
@@ -146,6 +160,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         modality_gap: float = 10.0,
         modality_min_fraction: float = 0.02,
         max_fit_samples: int = 20000,
+        view_weight: float = 0.2,
+        view_components: int = 32,
         random_state: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -157,6 +173,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.modality_gap = modality_gap
         self.modality_min_fraction = modality_min_fraction
         self.max_fit_samples = max_fit_samples
+        self.view_weight = view_weight
+        self.view_components = view_components
         self.random_state = random_state
 
     # ---- building blocks -------------------------------------------------------------------
@@ -240,7 +258,9 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         return nearest_centre(coords, kmeans.cluster_centers_)
 
     # ---- public API ------------------------------------------------------------------------
-    def fit(self, X: np.ndarray, y: None = None) -> TwoLevelGrouper:
+    def fit(
+        self, X: np.ndarray, y: None = None, views: dict[str, np.ndarray] | None = None
+    ) -> TwoLevelGrouper:
         """Form modality groups, then condition groups within each.
 
         Parameters
@@ -249,6 +269,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             Raw encoder features (float32).
         y : None
             Ignored.
+        views : dict of str to numpy.ndarray of shape (n, d_view), optional
+            Hand-crafted views of the same rows, e.g. ``Embedded.views``.
 
         Returns
         -------
@@ -258,9 +280,21 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) == 0:
             raise ValueError("X must be a non-empty (n, d) array.")
+        self._views = self._checked_views(views, len(X))
         with _thread_limit(len(X)):
             self._fit(X)
+        del self._views
         return self
+
+    def _checked_views(
+        self, views: dict[str, np.ndarray] | None, n_rows: int
+    ) -> dict[str, np.ndarray]:
+        if not views or self.view_weight <= 0:
+            return {}
+        for name, array in views.items():
+            if len(array) != n_rows:
+                raise ValueError(f"view {name!r} has {len(array)} rows for {n_rows} features.")
+        return dict(views)
 
     def _fit(self, X: np.ndarray) -> None:
         self.reducer_ = self._reducer().fit(X)
@@ -283,6 +317,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.distances_ = np.zeros(n, dtype=np.float64)
         self.map_2d_ = np.zeros((n, 2), dtype=np.float64)
         self.modality_models_: list[tuple[FeatureReducer, SpectralAutoK]] = []
+        self.view_models_: list[tuple[float, ViewBlocks] | None] = []
+        self.views_used_: list[dict[str, object]] = []
         self.group_offsets_: list[int] = []
         group_modality: list[int] = []
         offset = 0
@@ -296,6 +332,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             shared = self._level1_embedding if self.n_modalities_ == 1 else None
             fit_rows = self._modality_fit_rows(len(rows), n)
             model = self._condition_clusterer(self.n_clusters, fit_rows)._fit(Zm, shared)
+            model = self._with_views(model, Zm, rows, fit_rows)
             self.labels_[rows] = model.labels_ + offset
             self.distances_[rows] = model.centre_distances()
             self.map_2d_[rows] = self._layout(model.spectral_coords_, m)
@@ -305,6 +342,34 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             offset += model.n_clusters_
         self.group_modality_ = np.asarray(group_modality, dtype=np.int64)
         self.n_groups_ = offset
+
+    def _with_views(
+        self, model: SpectralAutoK, Zm: np.ndarray, rows: np.ndarray, fit_rows: int
+    ) -> SpectralAutoK:
+        """Re-form ``model``'s ``k`` groups in the CNN + views space (``model`` if no views)."""
+        used: dict[str, object] = {"views": ["cnn"], "weights": {"cnn": 1.0}, "k_from": "cnn"}
+        if not self._views or model.n_clusters_ < 2:
+            self.view_models_.append(None)
+            self.views_used_.append(used)
+            return model
+        blocks = ViewBlocks(
+            n_components=self.view_components,
+            weight=self.view_weight,
+            max_fit_samples=max(self.max_fit_samples, 50000),
+            random_state=self.random_state,
+        )
+        view_rows = {name: array[rows] for name, array in self._views.items()}
+        V = blocks.fit(view_rows).transform(view_rows)
+        scale = mean_row_norm(Zm)
+        joined = np.hstack([Zm / scale, V])
+        combined = self._condition_clusterer(model.n_clusters_, fit_rows)._fit(joined, None)
+        self.view_models_.append((scale, blocks))
+        parts = {"cnn": Zm / scale, **blocks.blocks(V)}
+        used["views"] = list(parts)
+        used["weights"] = {"cnn": 1.0, **{name: self.view_weight for name in blocks.names_}}
+        used["agreement"] = view_agreement(parts, combined.labels_, self.random_state)
+        self.views_used_.append(used)
+        return combined
 
     def _modality_reducer(
         self, X: np.ndarray, rows: np.ndarray, large: bool = False
@@ -334,13 +399,15 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             flat = flat / np.maximum(flat.std(axis=0), 1e-12)
         return flat + np.array([8.0 * modality, 0.0])
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, views: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Final group of new rows: modality by kNN vote, then the nearest condition centre.
 
         Parameters
         ----------
         X : numpy.ndarray of shape (n, d)
             Raw encoder features.
+        views : dict of str to numpy.ndarray, optional
+            The same views as at fit time (needed when the grouper was fitted with views).
 
         Returns
         -------
@@ -349,15 +416,20 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         """
         X = np.asarray(X, dtype=np.float32)
         with _thread_limit(len(X)):
-            return self._predict(X)
+            return self._predict(X, views or {})
 
-    def _predict(self, X: np.ndarray) -> np.ndarray:
+    def _predict(self, X: np.ndarray, views: dict[str, np.ndarray]) -> np.ndarray:
         modality = self.predict_modality(X)
         out = np.zeros(len(X), dtype=np.int64)
         for m, (reducer, model) in enumerate(self.modality_models_):
             rows = np.flatnonzero(modality == m)
             if rows.size:
-                out[rows] = model.predict(reducer.transform(X[rows])) + self.group_offsets_[m]
+                Z = reducer.transform(X[rows])
+                if self.view_models_[m] is not None:
+                    scale, blocks = self.view_models_[m]
+                    V = blocks.transform({name: array[rows] for name, array in views.items()})
+                    Z = np.hstack([Z / scale, V])
+                out[rows] = model.predict(Z) + self.group_offsets_[m]
         return out
 
     def predict_modality(self, X: np.ndarray) -> np.ndarray:
@@ -365,6 +437,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         Z = self.reducer_.transform(np.asarray(X, dtype=np.float32))
         return self.modality_classifier_.predict(Z).astype(np.int64)
 
-    def fit_predict(self, X: np.ndarray, y: None = None) -> np.ndarray:
+    def fit_predict(
+        self, X: np.ndarray, y: None = None, views: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
         """Fit and return :attr:`labels_`."""
-        return self.fit(X).labels_
+        return self.fit(X, views=views).labels_

@@ -1,0 +1,102 @@
+"""Hand-crafted views: computed per image, cached, carried to the grouper and recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medsort.embed.cache import CachedFile, EmbeddingCache
+from medsort.embed.views import compute_views, view_names
+from medsort.group import TwoLevelGrouper, cluster_accuracy
+from medsort.group.multiview import ViewBlocks
+
+
+def test_views_are_small_finite_and_see_colour_and_sharpness(demo_images: Path) -> None:
+    image = np.asarray(Image.open(sorted(demo_images.glob("*.png"))[0]).convert("RGB"))
+    views = compute_views(image)
+    assert list(views) == view_names() == ["colour", "texture"]
+    assert all(
+        v.dtype == np.float32 and v.ndim == 1 and np.isfinite(v).all() for v in views.values()
+    )
+    assert sum(v.size for v in views.values()) < 200
+
+    reddish = image.copy()
+    reddish[..., 1:] //= 2
+    assert not np.allclose(compute_views(reddish)["colour"], views["colour"])
+    blurred = np.asarray(Image.fromarray(image).resize((8, 8)).resize(image.shape[:2][::-1]))
+    assert compute_views(blurred)["texture"][-2] < views["texture"][-2]  # Laplacian energy
+
+
+def test_cache_keeps_views_per_item(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    views = {"colour": np.arange(6, dtype=np.float32).reshape(2, 3), "texture": np.ones((2, 2))}
+    cache.put("k", CachedFile([{"item": "a"}, {"item": "b"}], np.zeros((2, 4)), views))
+    cache.close()
+    back = EmbeddingCache(tmp_path).get("k")
+    assert back is not None and list(back.views) == ["colour", "texture"]
+    np.testing.assert_array_equal(back.views["colour"], views["colour"])
+    assert back.views["texture"].shape == (2, 2)
+
+
+def test_cache_key_changes_with_version() -> None:
+    assert EmbeddingCache.key("h", "enc", "opts").endswith("|v2")
+
+
+def _two_groups(
+    n: int = 300, seed: int = 0
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """CNN-like features that split the two groups with errors, a colour view that is clean."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat([0, 1], n // 2)
+    X = np.abs(rng.normal(size=(n, 64))) + 0.6 * truth[:, None] * (np.arange(64) < 8)
+    X[rng.random(n) < 0.15, :8] += 1.0  # CNN noise: some rows look like group 1
+    colour = rng.normal(size=(n, 12)) + 3.0 * truth[:, None]
+    texture = rng.normal(size=(n, 6))
+    return X.astype(np.float32), {"colour": colour, "texture": texture}, truth
+
+
+def test_views_join_the_grouping_and_are_recorded() -> None:
+    X, views, truth = _two_groups()
+    before = TwoLevelGrouper(n_clusters=2, view_weight=0.0, random_state=0).fit(X, views=views)
+    after = TwoLevelGrouper(n_clusters=2, view_weight=0.5, random_state=0).fit(X, views=views)
+
+    assert cluster_accuracy(truth, after.labels_) > cluster_accuracy(truth, before.labels_)
+    used = after.views_used_[0]
+    assert used["views"] == ["cnn", "colour", "texture"] and used["k_from"] == "cnn"
+    assert used["agreement"]["colour"] > used["agreement"]["texture"]
+    assert before.views_used_[0] == {"views": ["cnn"], "weights": {"cnn": 1.0}, "k_from": "cnn"}
+    json.dumps(after.views_used_)  # goes into run.json
+
+    np.testing.assert_array_equal(after.predict(X, views=views), after.labels_)
+    with pytest.raises(ValueError, match="views missing"):
+        after.predict(X)
+
+
+def test_views_must_match_the_rows() -> None:
+    X, views, _ = _two_groups()
+    with pytest.raises(ValueError, match="rows"):
+        TwoLevelGrouper(random_state=0).fit(X, views={"colour": views["colour"][:10]})
+
+
+def test_view_blocks_weigh_each_view_equally() -> None:
+    rng = np.random.default_rng(1)
+    views = {"a": rng.normal(size=(200, 40)) * 100, "b": rng.normal(size=(200, 5))}
+    blocks = ViewBlocks(n_components=4, weight=0.5).fit(views)
+    parts = blocks.blocks(blocks.transform(views))
+    for block in parts.values():
+        assert np.sqrt((block**2).sum(axis=1).mean()) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_sort_records_views_in_run_json(demo_images: Path, tmp_path: Path) -> None:
+    from medsort.pipeline import sort_folder
+
+    out = sort_folder(
+        demo_images, tmp_path / "out", cache_dir=tmp_path / "c", quiet=True, audit=False
+    )
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["views_per_modality_group"]) == run["n_modality_groups"]
+    assert all(used["views"][0] == "cnn" for used in run["views_per_modality_group"])
