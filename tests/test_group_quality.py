@@ -37,11 +37,16 @@ FIGURES: dict[str, tuple[list[str], int | None, dict[str, float]]] = {
 
 
 @pytest.fixture(scope="module")
-def embedded_sets(request: pytest.FixtureRequest) -> dict[str, tuple[Embedded, np.ndarray]]:
+def embedded_sets(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Embedded, np.ndarray]]:
     from medsort.embed.registry import create_encoder
 
-    folder = os.environ.get("MEDSORT_QUALITY_CACHE") or request.config.cache.mkdir(
-        "medsort-quality"
+    pytest_cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    folder = os.environ.get("MEDSORT_QUALITY_CACHE") or (
+        pytest_cache.mkdir("medsort-quality")
+        if pytest_cache is not None
+        else tmp_path_factory.mktemp("medsort-quality")
     )
     cache = EmbeddingCache(Path(folder))
     encoder = create_encoder("efficientnet_lite0")

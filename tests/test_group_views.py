@@ -42,8 +42,13 @@ def test_cache_keeps_views_per_item(tmp_path: Path) -> None:
     assert back.views["texture"].shape == (2, 2)
 
 
-def test_cache_key_changes_with_version() -> None:
-    assert EmbeddingCache.key("h", "enc", "opts").endswith("|v2")
+def test_cache_token_names_the_views() -> None:
+    from medsort.embed.stream import cache_token
+    from medsort.embed.views import views_token
+    from medsort.io.readers import ReadOptions
+
+    assert cache_token(ReadOptions()).endswith(views_token())
+    assert views_token() not in cache_token(ReadOptions(), views=False)
 
 
 def _two_groups(

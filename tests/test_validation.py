@@ -190,21 +190,23 @@ def test_cache_commits_while_running(tmp_path: Path) -> None:
 
 @dataclass
 class _WithViews(CachedFile):
-    """What issue 12's extra field looks like: more named float32 arrays per file."""
+    """A further dict of named float32 arrays per file, beside ``views``."""
 
-    views: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def test_cache_entries_keep_every_array_field() -> None:
     vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
     views = {"flip": vectors + 1, "crop": vectors[:, :2] * 2}
-    entry = _WithViews([{"item": "a", "meta": {"w": 3}}, {"item": "b", "meta": {}}], vectors, views)
+    items = [{"item": "a", "meta": {"w": 3}}, {"item": "b", "meta": {}}]
+    entry = _WithViews(items, vectors, views, extra={"x": vectors * 3})
     back = unpack(*pack(entry), cls=_WithViews)
     assert back.items == entry.items
     np.testing.assert_array_equal(back.vectors, vectors)
     assert set(back.views) == {"flip", "crop"}
     np.testing.assert_array_equal(back.views["crop"], views["crop"])
-    plain = unpack(*pack(entry))  # an older CachedFile without the field
-    assert not hasattr(plain, "views") and plain.vectors.shape == (2, 3)
+    np.testing.assert_array_equal(back.extra["x"], vectors * 3)
+    plain = unpack(*pack(entry))  # a CachedFile without the extra field drops it
+    assert not hasattr(plain, "extra") and set(plain.views) == {"flip", "crop"}
     empty = unpack(*pack(_WithViews([], np.zeros((0, 3), np.float32))), cls=_WithViews)
-    assert empty.views == {} and empty.vectors.shape == (0, 3)
+    assert empty.views == {} and empty.extra == {} and empty.vectors.shape == (0, 3)
