@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medsort"
 LAYERS = ("io", "preprocess", "embed", "group", "name", "refine", "audit", "report", "cli")
 TOP_LEVEL = {
     "demo": "io",
+    "lazy": "io",
     "results": "group",
     "sorter": "group",
     "evaluate": "group",

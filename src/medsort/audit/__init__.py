@@ -9,8 +9,7 @@ duplicates, outliers and low-quality images. See ``docs/audit.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from medsort.lazy import lazy_exports
 
 _EXPORTS = {
     "keep_mask": "medsort.embed.cache",
@@ -21,9 +20,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that `medsort --help` imports no pandas or scikit-learn.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
