@@ -110,3 +110,19 @@ def test_window_presets_and_linear_window() -> None:
 def test_scale_keeps_small_integer_images() -> None:
     values = np.array([[0, 10], [20, 255]], dtype=np.int32)
     np.testing.assert_array_equal(scale_to_uint8(values), values.astype(np.uint8))
+
+
+def test_a_reader_that_fails_to_load_is_reported_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsort.io import readers
+
+    monkeypatch.setattr(readers, "OPTIONAL_READERS", ("medsort.io.no_such_reader",))
+    monkeypatch.setattr(readers, "UNAVAILABLE_READERS", {})
+    monkeypatch.setattr(readers, "_builtin_loaded", False)
+    with pytest.warns(UserWarning, match="no_such_reader reader is unavailable"):
+        readers._load_builtin_readers()
+    path = tmp_path / "scan.xyz"
+    path.write_bytes(b"\0" * 256)
+    with pytest.raises(ReadError, match="readers that failed to load: no_such_reader"):
+        read_file(path)

@@ -130,7 +130,9 @@ def iter_images(path: Path, options: ReadOptions) -> Iterator[MedImage]:
     size = admit(path, options.budget).st_size
     reader = find_reader(path)
     if reader is None:
-        raise ReadError(f"not a supported image format ({path.suffix or 'no extension'})")
+        raise ReadError(
+            f"not a supported image format ({path.suffix or 'no extension'})" + _unavailable_note()
+        )
     try:
         for image in reader.read(path, options):
             image.meta.setdefault("file_size", size)
@@ -255,6 +257,11 @@ def _display_pixels(image: Image.Image) -> np.ndarray:
 
 register_reader(RasterReader())
 
+OPTIONAL_READERS = ("medsort.io.dicom", "medsort.io.nifti", "medsort.io.slide")
+"""Readers whose libraries may be missing; each registers itself when imported."""
+UNAVAILABLE_READERS: dict[str, str] = {}
+"""Optional reader module -> why it could not be imported (reported, never hidden)."""
+
 _builtin_loaded = False
 _builtin_lock = threading.Lock()
 
@@ -271,9 +278,23 @@ def _load_builtin_readers() -> None:
     with _builtin_lock:
         if _builtin_loaded:
             return
-        for module in ("medsort.io.dicom", "medsort.io.nifti", "medsort.io.slide"):
+        for module in OPTIONAL_READERS:
             try:
                 importlib.import_module(module)
-            except ImportError:
-                continue
+            except ImportError as error:
+                UNAVAILABLE_READERS[module] = f"{type(error).__name__}: {error}"
+                warnings.warn(
+                    f"medsort: the {module.rsplit('.', 1)[-1]} reader is unavailable "
+                    f"({error}); files only it can read will be skipped",
+                    stacklevel=2,
+                )
         _builtin_loaded = True
+
+
+def _unavailable_note() -> str:
+    if not UNAVAILABLE_READERS:
+        return ""
+    named = ", ".join(
+        f"{module.rsplit('.', 1)[-1]} ({why})" for module, why in UNAVAILABLE_READERS.items()
+    )
+    return f"; readers that failed to load: {named}"
