@@ -5,25 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from medsort.audit import run_audit
+from medsort.audit import load_audit
 from medsort.embed.registry import Encoder
 from medsort.io.outputs import write_csv
 from medsort.io.readers import ReadOptions
 from medsort.name import name_groups
-from medsort.report import export_groups, write_report
+from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
 from medsort.sorter import NoReadableImageError, Sorter
-
-STALE_OUTPUTS = (
-    "report.html",
-    "audit.json",
-    "duplicates.csv",
-    "near_duplicates.csv",
-    "outliers.csv",
-    "quality.csv",
-)
-"""Files a previous sort left that this one may not rewrite (``--no-audit``): removed
-first, so that no report or audit of another run sits beside the new assignments."""
 
 
 def sort_folder(
@@ -67,8 +56,7 @@ def sort_folder(
     check_folders(input_dir, out_dir)
     exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
     with writing(out_dir):
-        for name in STALE_OUTPUTS:
-            (out_dir / name).unlink(missing_ok=True)
+        remove_stale_outputs(out_dir)
         try:
             return _sort_into(
                 input_dir, out_dir, exclude, encoder, n_clusters, export, cache_dir,
@@ -149,24 +137,23 @@ def _sort_into(
             cache_dir=cache_dir,
             progress=not quiet,
         )
-    result.save(out_dir)
-    findings: list[dict] = []
-    if audit:
-        _say("auditing for shortcuts, duplicates and outliers...", quiet)
-        findings = run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)["findings"]
-    _say("writing the report...", quiet)
-    write_report(out_dir)
-    if export:
-        _say(f"placing the images in {out_dir / 'groups'} ({export})...", quiet)
-        export_groups(result, out_dir, mode=export)
+    save_folder(
+        result,
+        out_dir,
+        audit=audit,
+        metadata_csv=metadata_csv,
+        truth_csv=truth_csv,
+        export=export,
+        say=None if quiet else _say,
+    )
     if not quiet:
+        findings = (load_audit(out_dir) or {}).get("findings", []) if audit else []
         print(summary(result, out_dir, findings))
     return out_dir
 
 
-def _say(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = None) -> str:

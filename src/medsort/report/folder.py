@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from medsort.audit import run_audit
 from medsort.report.export import export_groups
 from medsort.report.html import write_report
-from medsort.results import SortResult
+from medsort.results import SortResult, writing
+
+STALE_OUTPUTS = (
+    "report.html",
+    "audit.json",
+    "duplicates.csv",
+    "near_duplicates.csv",
+    "outliers.csv",
+    "quality.csv",
+)
+"""Files a previous sort left that this one may not rewrite (``audit=False``): removed
+first, so that no report or audit of another run sits beside the new assignments."""
+
+
+def remove_stale_outputs(out_dir: Path) -> None:
+    for name in STALE_OUTPUTS:
+        (Path(out_dir) / name).unlink(missing_ok=True)
 
 
 def save_folder(
@@ -17,6 +34,7 @@ def save_folder(
     metadata_csv: Path | None = None,
     truth_csv: Path | None = None,
     export: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Path:
     """Save ``result`` with everything ``medsort sort`` adds: the audit, ``report.html``
     with its thumbnails and, with ``export="copy"|"link"``, the group folders.
@@ -27,13 +45,21 @@ def save_folder(
         sorter = Sorter().fit("images/")
         save_folder(sorter.result_, "out/")   # out/report.html, out/audit.json, ...
 
-    Returns the report's path.
+    The folder is marked incomplete until the last file is written, as during a sort
+    (:func:`medsort.results.writing`); ``say`` receives a line before each step. Returns
+    the report's path.
     """
     out_dir = Path(out_dir)
-    result.save(out_dir)
-    if audit:
-        run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)
-    report = write_report(out_dir)
-    if export:
-        export_groups(result, out_dir, mode=export)
+    say = say or (lambda _message: None)
+    with writing(out_dir):
+        remove_stale_outputs(out_dir)
+        result.save(out_dir)
+        if audit:
+            say("auditing for shortcuts, duplicates and outliers...")
+            run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)
+        say("writing the report...")
+        report = write_report(out_dir)
+        if export:
+            say(f"placing the images in {out_dir / 'groups'} ({export})...")
+            export_groups(result, out_dir, mode=export)
     return report
