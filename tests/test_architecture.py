@@ -18,6 +18,7 @@ LAYERS = ("io", "preprocess", "embed", "group", "name", "refine", "audit", "repo
 TOP_LEVEL = {
     "demo": "io",
     "lazy": "io",
+    "numeric": "io",
     "results": "group",
     "sorter": "group",
     "evaluate": "group",
@@ -118,6 +119,11 @@ def test_early_stages_import_nothing_later(module: str) -> None:
             if any(imported == m or imported.startswith(m + ".") for m in later)
         } - {b for a, b in KNOWN if a == module_name(path)}
         assert not bad, f"{module_name(path)} imports {bad}"
+
+
+def test_the_numeric_core_imports_no_stage() -> None:
+    """``medsort.numeric`` sits below every stage: group, refine and audit all use it."""
+    assert imports_of(PACKAGE / "numeric.py") == set()
 
 
 def import_cycles(package: Path = PACKAGE) -> list[list[str]]:
