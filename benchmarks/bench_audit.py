@@ -48,8 +48,9 @@ def build_out_dir(data_dir: Path, out_dir: Path, cache_dir: Path) -> Path:
     except ImportError:
         return _build_by_hand(data_dir, out_dir, cache_dir)
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
-    return sort_folder(data_dir, out_dir, cache_dir=cache_dir, quiet=True)
+    return sort_folder(data_dir, out_dir, Sorter(cache=cache_dir, progress=False))
 
 
 def _build_by_hand(data_dir: Path, out_dir: Path, cache_dir: Path) -> Path:

@@ -64,9 +64,12 @@ def _sort(folder: Path, out: Path, cache: Path) -> Path:
         from medsort.group import TwoLevelGrouper  # noqa: F401
     except ImportError:
         return _sort_by_hand(folder, out, cache)
+    from medsort.group import TwoLevelGrouper
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
-    return sort_folder(folder, out, n_clusters=2, cache_dir=cache, quiet=True)
+    sorter = Sorter(grouper=TwoLevelGrouper(n_clusters=2), cache=cache, progress=False)
+    return sort_folder(folder, out, sorter)
 
 
 def _sort_by_hand(folder: Path, out: Path, cache: Path) -> Path:

@@ -25,6 +25,14 @@ from medsort.io.readers import read_file
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
 from tests.conftest import shared_set
 
+
+def _two_groups():  # noqa: ANN202 - the sorter of these tests: two flat groups, no output
+    from medsort.group import TwoLevelGrouper
+    from medsort.sorter import Sorter
+
+    return Sorter(grouper=TwoLevelGrouper(n_clusters=2), progress=False)
+
+
 N_IMAGES = 60
 CELL = "neutrophil"
 
@@ -177,7 +185,7 @@ def _planted_sort(cells: list[Path], work: Path, name: str, plant) -> tuple[Path
         rows.append({"path": f"images/{source.name}", "label": "a" if i in marked else "b"})
     truth = work / name / "labels.csv"
     pd.DataFrame(rows).to_csv(truth, index=False)
-    out = sort_folder(folder, work / name / "out", n_clusters=2, audit=False, quiet=True)
+    out = sort_folder(folder, work / name / "out", _two_groups(), audit=False)
     return out, truth
 
 
@@ -222,7 +230,7 @@ def test_clean_folder_gets_no_appearance_warning(work: Path) -> None:
     chosen[["path", "label"]].to_csv(truth, index=False)
     from medsort.pipeline import sort_folder
 
-    out = sort_folder(folder, work / "clean" / "out", n_clusters=2, audit=False, quiet=True)
+    out = sort_folder(folder, work / "clean" / "out", _two_groups(), audit=False)
     audit = run_audit(out, truth_csv=truth)
     assert _appearance_warnings(audit) == set(), [f["message"] for f in audit["findings"]]
     assert audit["grouping_verdict"]["verdict"] == "ok"

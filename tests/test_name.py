@@ -411,7 +411,7 @@ def test_five_references_name_real_groups(name: str, tmp_path: Path) -> None:
         encoder=encoder.name,
     )
     reference = _write_reference_csv(tmp_path / "refs.csv", refs)
-    named = name_groups(result, encoder, reference=reference, cache_dir=tmp_path / "cache")
+    named = name_groups(result, encoder, reference=reference, cache=tmp_path / "cache")
     table = named.assignments.assign(truth=truth)
     for group, members in table.groupby("group"):
         majority = members["truth"].mode()[0]
@@ -441,7 +441,7 @@ def test_two_level_reference_labels_name_modalities(tmp_path: Path) -> None:
                          paths=[relative_key(p, root) for p in paths], input_dir=root,
                          encoder=encoder.name)  # fmt: skip
     reference = _write_reference_csv(tmp_path / "refs.csv", refs)
-    named = name_groups(result, encoder, reference=reference, cache_dir=tmp_path / "cache")
+    named = name_groups(result, encoder, reference=reference, cache=tmp_path / "cache")
     table = named.assignments
     assert list(table.groupby("modality_group")["modality_name"].first()) == [
         "histology", "x-ray"]  # fmt: skip

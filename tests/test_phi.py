@@ -86,6 +86,7 @@ def test_burned_in_section_counts_items_and_groups() -> None:
 def test_full_sort_writes_no_identifier(tmp_path: Path) -> None:
     """Every output file of a real run, and the cache, is free of the planted values."""
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
     folder = tmp_path / "input"
     folder.mkdir()
@@ -99,7 +100,7 @@ def test_full_sort_writes_no_identifier(tmp_path: Path) -> None:
     data = (folder / "mr.dcm").read_bytes()
     (folder / "cut.dcm").write_bytes(data[: len(data) - 3000])  # truncated: skipped
     out, cache = tmp_path / "out", tmp_path / "cache"
-    sort_folder(folder, out, cache_dir=cache, quiet=True)
+    sort_folder(folder, out, Sorter(cache=cache, progress=False))
 
     written = [path for path in [*out.rglob("*"), *cache.rglob("*")] if path.is_file()]
     names = {path.name for path in written}

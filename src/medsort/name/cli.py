@@ -64,7 +64,7 @@ def run_name(args: argparse.Namespace) -> int:
         reference=args.reference,
         vocabulary=args.vocabulary,
         min_confidence=MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence,
-        cache_dir=None if args.no_cache else (args.cache_dir or "default"),
+        cache=False if args.no_cache else args.cache_dir,
         progress=not args.quiet,
     )
     named.save(args.out)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsort.embed.cache import CacheSpec
 from medsort.embed.registry import Encoder
 from medsort.io.readers import ReadOptions
 from medsort.name.reference import References, embed_references, reference_probabilities
@@ -72,7 +73,7 @@ def name_groups(
     reference: Path | str | None = None,
     vocabulary: Path | str | None = None,
     min_confidence: float = MIN_CONFIDENCE,
-    cache_dir: Path | str | None = "default",
+    cache: CacheSpec = None,
     progress: bool = False,
     min_margin: float = MIN_MARGIN,
 ) -> SortResult:
@@ -90,8 +91,9 @@ def name_groups(
         A JSON vocabulary that extends or replaces the built-in one (text naming only).
     min_confidence : float
         Names whose confidence (mean member probability) is below this stay ``"unnamed"``.
-    cache_dir : Path, str or None
-        Embedding cache for the reference images (``"default"``: the usual cache).
+    cache : None, False, Path or EmbeddingCache
+        Embedding cache for the reference images: ``None`` the usual folder, ``False``
+        none (see :data:`~medsort.embed.cache.CacheSpec`).
     progress : bool
         Show a progress bar while embedding references.
     min_margin : float
@@ -111,7 +113,7 @@ def name_groups(
         if encoder is None:
             raise ValueError("Naming from references needs the encoder that made the sort.")
         options = ReadOptions(**result.run.get("read_options", {}))
-        refs = embed_references(reference, encoder, cache_dir, options, progress)
+        refs = embed_references(reference, encoder, cache, options, progress)
     text = has_text(encoder) and (refs is None or not _has_modality_part(refs.labels))
     vocab = load_vocabulary(vocabulary) if text else None
     cuts = (min_confidence, min_margin)
