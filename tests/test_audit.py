@@ -59,64 +59,12 @@ def _truth(folder: Path, labels: dict[str, str]) -> Path:
 
 
 def _sort(folder: Path, out: Path, cache: Path) -> Path:
-    """Sort with the real pipeline when the grouper exists, else k-means on the embeddings."""
-    try:
-        from medsort.group import TwoLevelGrouper  # noqa: F401
-    except ImportError:
-        return _sort_by_hand(folder, out, cache)
     from medsort.group import TwoLevelGrouper
     from medsort.pipeline import sort_folder
     from medsort.sorter import Sorter
 
     sorter = Sorter(grouper=TwoLevelGrouper(n_clusters=2), cache=cache, progress=False)
     return sort_folder(folder, out, sorter)
-
-
-def _sort_by_hand(folder: Path, out: Path, cache: Path) -> Path:
-    from sklearn.cluster import KMeans
-
-    from medsort.embed.cache import EmbeddingCache
-    from medsort.embed.registry import create_encoder
-    from medsort.embed.stream import embed_files
-    from medsort.io.scan import relative_key, scan_folder
-    from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
-
-    store = EmbeddingCache(cache)
-    try:
-        embedded = embed_files(
-            scan_folder(folder), create_encoder("efficientnet_lite0"), store, progress=False
-        )
-    finally:
-        store.close()
-    x = embedded.vectors / np.linalg.norm(embedded.vectors, axis=1, keepdims=True)
-    model = KMeans(n_clusters=2, n_init=4, random_state=0).fit(x)
-    paths = [relative_key(p, folder) for p in embedded.files]
-    items = [e["item"] for e in embedded.items]
-    assignments = pd.DataFrame(
-        {
-            "path": paths,
-            "item": items,
-            "modality_group": 0,
-            "group": model.labels_,
-            "distance": model.transform(x).min(axis=1),
-            "representative": False,
-            "map_x": 0.0,
-            "map_y": 0.0,
-        },
-        columns=ASSIGNMENT_COLUMNS,
-    )
-    meta = [
-        {"path": p, "item": i, **e["meta"]}
-        for p, i, e in zip(paths, items, embedded.items, strict=True)
-    ]
-    SortResult(
-        assignments=assignments,
-        items=pd.DataFrame(meta),
-        embeddings=embedded.vectors,
-        skipped=skipped_table([]),
-        run={"input_dir": str(folder.resolve()), "n_groups": 2, "n_modality_groups": 1},
-    ).save(out)
-    return out
 
 
 def _warned(audit: dict, target: str | None = None) -> set[str]:

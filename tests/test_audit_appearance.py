@@ -130,7 +130,7 @@ def test_embed_stage_stores_appearance_with_each_item(demo_images: Path, cache_d
     cache.close()
     assert again.n_embedded_files == 0
     for entry in (first.items[0], again.items[0]):
-        assert {"sharpness", "vignette", "padding"} <= set(entry["meta"])
+        assert {"sharpness", "vignette", "padding"} <= set(entry.meta)
 
 
 def test_audit_of_one_image_does_not_crash(tmp_path: Path) -> None:

@@ -479,7 +479,7 @@ def test_cli_names_a_saved_sort_and_renders_the_report(
         input_dir=demo_images,
         encoder=encoder.name,
     )
-    result.run["read_options"] = {}
+    result.run.reading = {}
     out = tmp_path / "out"
     result.save(out)
     refs = tmp_path / "refs"

@@ -122,11 +122,11 @@ def _say(message: str) -> None:
 def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = None) -> str:
     run = result.run
     lines = [
-        f"Sorted {run['n_items']} images into {run['n_modality_groups']} modality group(s) "
-        f"and {run['n_groups']} group(s); embedded {run['n_embedded_files']} new file(s).",
+        f"Sorted {run.n_items} images into {run.n_modality_groups} modality group(s) "
+        f"and {run.n_groups} group(s); embedded {run.n_embedded_files} new file(s).",
     ]
-    if run["n_skipped"]:
-        lines.append(f"Skipped {run['n_skipped']} file(s): see {out_dir / 'skipped.csv'}")
+    if run.n_skipped:
+        lines.append(f"Skipped {run.n_skipped} file(s): see {out_dir / 'skipped.csv'}")
     warnings = [f for f in findings or [] if f.get("level") == "warning"]
     for finding in warnings:
         lines.append(f"Warning: {finding['message']}")

@@ -23,7 +23,7 @@ from medsort.group import TwoLevelGrouper
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
-from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
+from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
 
 
 class NoReadableImageError(ValueError):
@@ -177,7 +177,7 @@ class Sorter(BaseEstimator):
         embedded = self.embed(paths)
         groups = self.grouper_.predict(embedded.vectors, views=embedded.views)
         rows = [
-            (str(path), entry["item"], int(group), "")
+            (str(path), entry.item, int(group), "")
             for path, entry, group in zip(embedded.files, embedded.items, groups, strict=True)
         ]
         rows += [(str(path), "", -1, reason) for path, reason in embedded.skipped]
@@ -220,7 +220,7 @@ class Sorter(BaseEstimator):
 
     def _result(self, input_dir: Path, embedded: Embedded) -> SortResult:
         paths = [relative_key(path, input_dir) for path in embedded.files]
-        item_ids = [entry["item"] for entry in embedded.items]
+        item_ids = [entry.item for entry in embedded.items]
         distances = self.grouper_.distances_
         assignments = pd.DataFrame(
             {
@@ -237,7 +237,7 @@ class Sorter(BaseEstimator):
         )
         items = pd.DataFrame(
             [
-                {"path": p, "item": i, **_text_safe(entry["meta"])}
+                {"path": p, "item": i, **_text_safe(entry.meta)}
                 for p, i, entry in zip(paths, item_ids, embedded.items, strict=True)
             ]
         )
@@ -252,22 +252,22 @@ class Sorter(BaseEstimator):
             run=self._run_info(input_dir, embedded),
         )
 
-    def _run_info(self, input_dir: Path, embedded: Embedded) -> dict[str, Any]:
-        return {
-            "medsort_version": __version__,
-            "input_dir": str(input_dir.resolve()),
-            "encoder": self.encoder_.name,
-            "n_clusters": self.grouper_.n_clusters,
-            "read_options": asdict(self.read_options or ReadOptions()),
-            "n_items": len(embedded.items),
-            "n_skipped": len(embedded.skipped),
-            "n_embedded_files": embedded.n_embedded_files,
-            "n_modality_groups": int(self.modality_labels_.max()) + 1,
-            "n_groups": int(self.labels_.max()) + 1,
-            "views_per_modality_group": self.grouper_.views_used_,
-            "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
-            "peak_rss_mib": peak_rss_mib(),
-        }
+    def _run_info(self, input_dir: Path, embedded: Embedded) -> RunInfo:
+        return RunInfo(
+            medsort_version=__version__,
+            input_dir=str(input_dir.resolve()),
+            encoder=self.encoder_.name,
+            n_clusters=self.grouper_.n_clusters,
+            reading=asdict(self.read_options or ReadOptions()),
+            n_items=len(embedded.items),
+            n_skipped=len(embedded.skipped),
+            n_embedded_files=embedded.n_embedded_files,
+            n_modality_groups=int(self.modality_labels_.max()) + 1,
+            n_groups=int(self.labels_.max()) + 1,
+            views_per_modality_group=self.grouper_.views_used_,
+            timings_s={stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
+            peak_rss_mib=peak_rss_mib(),
+        )
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def audit_details_section(result: SortResult, out_dir: Path) -> str:
             f"{html.escape(i['name'])} ({html.escape(i['reason'])})" for i in audit["ignored"]
         )
         parts.append(f'<p class="muted">Not audited: {ignored}.</p>')
-    options = ReadOptions(**result.run.get("read_options", {}))
+    options = result.run.read_options()
     parts.append(_near_duplicates(result, out_dir, audit, options))
     parts.append(_table_block(out_dir / DUPLICATES, "Exact duplicates"))
     parts.append(_outliers(result, out_dir, options))

@@ -57,7 +57,7 @@ def run_name(args: argparse.Namespace) -> int:
     from medsort.results import SortResult
 
     result = SortResult.load(args.out)
-    encoder = create_encoder(result.run["encoder"])
+    encoder = create_encoder(result.run.encoder)
     named = name_groups(
         result,
         encoder,
@@ -70,7 +70,7 @@ def run_name(args: argparse.Namespace) -> int:
     named.save(args.out)
     write_report(args.out)
     if not args.quiet:
-        print(summary(named.run["naming"]))
+        print(summary(named.run.extra["naming"]))
     return 0
 
 

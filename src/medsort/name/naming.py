@@ -24,7 +24,6 @@ import pandas as pd
 
 from medsort.embed.cache import CacheSpec
 from medsort.embed.registry import Encoder
-from medsort.io.readers import ReadOptions
 from medsort.name.reference import References, embed_references, reference_probabilities
 from medsort.name.scores import (
     UNNAMED,
@@ -104,7 +103,7 @@ def name_groups(
     -------
     SortResult
         New ``assignments`` with ``modality_name``, ``group_name``, ``name_confidence``
-        and ``top3``; ``run["naming"]`` lists every name with its runner-up.
+        and ``top3``; ``run.extra["naming"]`` lists every name with its runner-up.
     """
     assignments = result.assignments.drop(columns=NAME_COLUMNS, errors="ignore").copy()
     embeddings = np.asarray(result.embeddings, dtype=np.float64)
@@ -112,7 +111,7 @@ def name_groups(
     if reference is not None:
         if encoder is None:
             raise ValueError("Naming from references needs the encoder that made the sort.")
-        options = ReadOptions(**result.run.get("read_options", {}))
+        options = result.run.read_options()
         refs = embed_references(reference, encoder, cache, options, progress)
     text = has_text(encoder) and (refs is None or not _has_modality_part(refs.labels))
     vocab = load_vocabulary(vocabulary) if text else None
@@ -122,9 +121,8 @@ def name_groups(
         assignments, embeddings, encoder, refs, vocab, modality_names, cuts
     )
     _fill_columns(assignments, modality_names, group_names, top3)
-    run = dict(result.run)
-    run["naming"] = _naming_record(refs, reference, vocab, cuts, modality_names, group_names)
-    return replace(result, assignments=assignments, run=run)
+    naming = _naming_record(refs, reference, vocab, cuts, modality_names, group_names)
+    return replace(result, assignments=assignments, run=result.run.with_extra(naming=naming))
 
 
 def _name_modalities(

@@ -13,7 +13,7 @@ from medsort.results import SortResult
 @register_section(45)
 def names_section(result: SortResult, out_dir: Path) -> str:
     """A table of modality-group and group names; empty when naming has not run."""
-    naming = result.run.get("naming")
+    naming = result.run.extra.get("naming")
     if not naming:
         return ""
     if naming.get("method") == "none":

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 
 from medsort.io.outputs import read_csv
-from medsort.io.readers import ReadOptions
 from medsort.refine.label import PREDICTIONS
 from medsort.refine.suggest import TO_LABEL
 from medsort.report.html import register_section
@@ -79,7 +78,7 @@ def predictions_section(result: SortResult, out_dir: Path) -> str:
 
 
 def _thumbnails(result: SortResult, rows: pd.DataFrame) -> dict[tuple[str, str], str]:
-    options = ReadOptions(**result.run.get("read_options", {}))
+    options = result.run.read_options()
     return thumbnails_of(rows, result.source_path, options)
 
 

@@ -151,9 +151,9 @@ def _page(result: SortResult, body: str, data: dict) -> str:
     run = result.run
     n_items = len(result.assignments)
     summary = (
-        f"{n_items} images from <code>{html.escape(str(run.get('input_dir', '')))}</code> "
-        f"in {run.get('n_modality_groups', '?')} modality group(s) and "
-        f"{run.get('n_groups', '?')} group(s); encoder <code>{html.escape(run.get('encoder', ''))}"
+        f"{n_items} images from <code>{html.escape(_known(run.input_dir, ''))}</code> "
+        f"in {_known(run.n_modality_groups)} modality group(s) and "
+        f"{_known(run.n_groups)} group(s); encoder <code>{html.escape(_known(run.encoder, ''))}"
         f"</code>; {len(result.skipped)} file(s) skipped."
     )
     return f"""<!DOCTYPE html>
@@ -168,7 +168,7 @@ def _page(result: SortResult, body: str, data: dict) -> str:
 {body}
 </main>
 {_VIEWER}
-<footer>medsort {html.escape(str(run.get("medsort_version", "")))} · this page works offline;
+<footer>medsort {html.escape(_known(run.medsort_version, ""))} · this page works offline;
 marks stay in this browser until you download them.</footer>
 <noscript><p class="warning">Turn on JavaScript to browse the images and mark them.</p></noscript>
 <script type="application/json" id="medsort-data">{_json_for_script(data)}</script>
@@ -268,5 +268,9 @@ def skipped_section(result: SortResult, out_dir: Path) -> str:
 
 def read_options(result: SortResult) -> ReadOptions:
     """The read options the sort used (from ``run.json``)."""
-    saved = result.run.get("read_options", {})
-    return ReadOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    return result.run.read_options()
+
+
+def _known(value: object, unknown: str = "?") -> str:
+    """``value`` as text, ``unknown`` where ``run.json`` did not say."""
+    return unknown if value is None else str(value)
