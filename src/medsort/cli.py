@@ -19,12 +19,10 @@ from medsort.io.arguments import (
     volume_mode,
 )
 from medsort.io.arguments import whole_number as at_least
+from medsort.plugins import stage_modules
 
 Command = Callable[[argparse.Namespace], int]
 QUIET_HELP = "no progress bars or messages"
-
-# Later stages add their own subcommands through ``add_commands(subparsers)``.
-STAGE_COMMANDS: tuple[str, ...] = ("medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_eval(commands)
     _add_models(commands)
-    for module in STAGE_COMMANDS:
+    for module in stage_modules("cli"):  # each stage adds its own: add_commands(commands)
         importlib.import_module(module).add_commands(commands)
     return parser
 

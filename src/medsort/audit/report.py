@@ -10,7 +10,7 @@ import pandas as pd
 
 from medsort.audit.run import DUPLICATES, NEAR_DUPLICATES, OUTLIERS, QUALITY, load_audit
 from medsort.io.readers import ReadOptions
-from medsort.report.html import register_section
+from medsort.report.html import AUDIT_DETAILS, AUDIT_WARNINGS, register_section
 from medsort.report.thumbnails import figure, thumbnail_uri
 from medsort.results import SortResult
 
@@ -41,7 +41,7 @@ HOW_IT_WORKS = (
 )
 
 
-@register_section(10)
+@register_section(AUDIT_WARNINGS)
 def audit_warnings_section(result: SortResult, out_dir: Path) -> str:
     """What a clinician should know first: verdict, warnings, each group's traits."""
     audit = load_audit(out_dir)
@@ -105,7 +105,7 @@ def _groups_table(audit: dict[str, Any]) -> str:
     )
 
 
-@register_section(60)
+@register_section(AUDIT_DETAILS)
 def audit_details_section(result: SortResult, out_dir: Path) -> str:
     """Attribute scores, ignored attributes and the hygiene tables, folded."""
     audit = load_audit(out_dir)

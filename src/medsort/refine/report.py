@@ -10,7 +10,7 @@ import pandas as pd
 from medsort.io.outputs import read_csv
 from medsort.refine.label import PREDICTIONS
 from medsort.refine.suggest import TO_LABEL
-from medsort.report.html import register_section
+from medsort.report.html import LABEL_PREDICTIONS, LABEL_SUGGESTIONS, register_section
 from medsort.report.thumbnails import figure, thumbnails_of
 from medsort.results import SortResult
 
@@ -25,7 +25,7 @@ def _read(out_dir: Path, name: str) -> pd.DataFrame | None:
     return read_csv(path, dtype={"path": str, "item": str})
 
 
-@register_section(60)
+@register_section(LABEL_SUGGESTIONS)
 def suggestions_section(result: SortResult, out_dir: Path) -> str:
     """The images ``medsort suggest`` proposes to label next."""
     table = _read(out_dir, TO_LABEL)
@@ -43,7 +43,7 @@ def suggestions_section(result: SortResult, out_dir: Path) -> str:
     )
 
 
-@register_section(65)
+@register_section(LABEL_PREDICTIONS)
 def predictions_section(result: SortResult, out_dir: Path) -> str:
     """Predicted classes: counts, the most confident images, and group disagreements."""
     table = _read(out_dir, PREDICTIONS)
