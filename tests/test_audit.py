@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_set
 from PIL import Image
 
 from medsort.audit import duplicate_keep_mask, keep_mask, run_audit
@@ -21,21 +22,17 @@ from medsort.audit.attributes import discretise
 from medsort.audit.hygiene import calibrate_near_threshold, robust_z
 from medsort.audit.shortcuts import benjamini_hochberg, conditional_score, utility
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "lung-histology"
 PER_CLASS = 30
 CLASSES = ("benign", "squamous_cell_carcinoma")
-
-needs_data = pytest.mark.skipif(not (DATA / "labels.csv").is_file(), reason="no real data")
-
 
 # --- helpers -------------------------------------------------------------------------------
 
 
 def _sources() -> dict[str, list[Path]]:
-    labels = pd.read_csv(DATA / "labels.csv")
+    data = shared_set("lung-histology")
+    labels = pd.read_csv(data / "labels.csv")
     return {
-        c: [DATA / p for p in labels.loc[labels["label"] == c, "path"].head(PER_CLASS)]
+        c: [data / p for p in labels.loc[labels["label"] == c, "path"].head(PER_CLASS)]
         for c in CLASSES
     }
 
@@ -87,7 +84,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@needs_data
 def test_format_shortcut_is_named(tmp_path: Path, cache: Path) -> None:
     """One class saved as PNG, the other re-encoded as JPEG: the audit names the format."""
     folder, labels = tmp_path / "input", {}
@@ -108,7 +104,6 @@ def test_format_shortcut_is_named(tmp_path: Path, cache: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_data
 def test_size_shortcut_and_metadata_column_are_named(tmp_path: Path, cache: Path) -> None:
     """One class downsized to 160 px, and a user CSV whose 'hospital' matches the class."""
     folder, rows = tmp_path / "input", []
@@ -129,7 +124,6 @@ def test_size_shortcut_and_metadata_column_are_named(tmp_path: Path, cache: Path
 
 
 @pytest.mark.slow
-@needs_data
 def test_no_shortcut_flags_nothing(tmp_path: Path, cache: Path) -> None:
     """Untouched copies plus a random metadata column: no attribute warning."""
     folder, rows = tmp_path / "input", []
@@ -151,7 +145,6 @@ def test_no_shortcut_flags_nothing(tmp_path: Path, cache: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_data
 def test_duplicates_flips_and_cli(tmp_path: Path, cache: Path) -> None:
     """Exact copies and flipped/rotated copies are found; the CLI writes CSVs and report."""
     from medsort.cli import main

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_result, shared_set
 from PIL import Image, ImageDraw, ImageFilter
 
 from medsort.audit import run_audit
@@ -22,8 +23,6 @@ from medsort.audit.hygiene import pixel_pass
 from medsort.demo import demo_folder
 from medsort.io.appearance import WORDS, appearance, jpeg_quality
 from medsort.io.readers import read_file
-from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
-from tests.conftest import shared_set
 
 
 def _two_groups():  # noqa: ANN202 - the sorter of these tests: two flat groups, no output
@@ -138,15 +137,8 @@ def test_audit_of_one_image_does_not_crash(tmp_path: Path) -> None:
     folder = tmp_path / "input"
     folder.mkdir()
     (folder / source.name).write_bytes(source.read_bytes())
-    assignments = pd.DataFrame(
-        [[source.name, "", 0, 0, 0.0, True, 0.0, 0.0]], columns=ASSIGNMENT_COLUMNS
-    )
-    SortResult(
-        assignments=assignments,
-        items=pd.DataFrame({"path": [source.name], "item": [""], "format": ["PNG"]}),
-        embeddings=np.ones((1, 8), dtype=np.float32),
-        skipped=skipped_table([]),
-        run={"input_dir": str(folder), "n_groups": 1, "n_modality_groups": 1},
+    make_result(
+        np.ones((1, 8)), paths=[source.name], input_dir=folder, item_columns={"format": ["PNG"]}
     ).save(tmp_path / "out")
     audit = run_audit(tmp_path / "out")
     assert audit["n_items"] == 1

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from conftest import make_result
 
 from medsort.embed.stream import EmbeddedItem
 from medsort.io.admission import Budget
 from medsort.io.readers import ReadOptions
-from medsort.results import RunInfo
+from medsort.results import RunInfo, SortResult
 
 
 def test_run_json_keeps_its_keys_order_and_the_keys_of_later_stages() -> None:
@@ -41,6 +45,15 @@ def test_read_options_come_back_as_the_sort_used_them() -> None:
     assert rebuilt == used
     assert isinstance(rebuilt.budget, Budget) and rebuilt.budget.max_pixels == 1234
     assert RunInfo().read_options() == ReadOptions()
+
+
+def test_a_saved_sort_reads_back_typed(tmp_path: Path) -> None:
+    result = make_result(np.zeros((6, 3)), input_dir=tmp_path, run={"naming": {"k": 1}})
+    result.save(tmp_path / "out")
+    loaded = SortResult.load(tmp_path / "out")
+    assert isinstance(loaded.run, RunInfo) and loaded.run.input_dir == str(tmp_path)
+    assert loaded.run.extra == {"naming": {"k": 1}} and loaded.run.n_groups == 1
+    assert loaded.run.read_options() == ReadOptions()
 
 
 def test_embedded_item_from_the_cached_record() -> None:
