@@ -19,9 +19,7 @@ Usage::
     python benchmarks/bench_audit.py [--sets dermoscopy lung-histology] [--work DIR]
         [--sheets DIR] [--appearance-cost]
 
-When the grouping stage (``medsort.group.TwoLevelGrouper``) is available the folder comes
-from :func:`medsort.pipeline.sort_folder`; otherwise groups are k-means on the embeddings
-with k = number of classes (a stand-in, good enough to exercise the audit).
+The folder comes from :func:`medsort.pipeline.sort_folder` (the default sort).
 """
 
 from __future__ import annotations
