@@ -19,9 +19,7 @@ Usage::
     python benchmarks/bench_audit.py [--sets dermoscopy lung-histology] [--work DIR]
         [--sheets DIR] [--appearance-cost]
 
-When the grouping stage (``medsort.group.TwoLevelGrouper``) is available the folder comes
-from :func:`medsort.pipeline.sort_folder`; otherwise groups are k-means on the embeddings
-with k = number of classes (a stand-in, good enough to exercise the audit).
+The folder comes from :func:`medsort.pipeline.sort_folder` (the default sort).
 """
 
 from __future__ import annotations
@@ -43,69 +41,10 @@ def build_out_dir(data_dir: Path, out_dir: Path, cache_dir: Path) -> Path:
     """Sort ``data_dir/images`` into ``out_dir`` (skipped when it already holds a sort)."""
     if (out_dir / "assignments.csv").is_file():
         return out_dir
-    try:
-        from medsort.group import TwoLevelGrouper  # noqa: F401
-    except ImportError:
-        return _build_by_hand(data_dir, out_dir, cache_dir)
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
-    return sort_folder(data_dir, out_dir, cache_dir=cache_dir, quiet=True)
-
-
-def _build_by_hand(data_dir: Path, out_dir: Path, cache_dir: Path) -> Path:
-    from sklearn.cluster import KMeans
-
-    from medsort.embed.cache import EmbeddingCache
-    from medsort.embed.registry import create_encoder
-    from medsort.embed.stream import embed_files
-    from medsort.io.scan import relative_key, scan_folder
-    from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
-
-    files = scan_folder(data_dir)
-    cache = EmbeddingCache(cache_dir)
-    try:
-        embedded = embed_files(files, create_encoder("efficientnet_lite0"), cache, progress=False)
-    finally:
-        cache.close()
-    n_classes = pd.read_csv(data_dir / "labels.csv")["label"].nunique()
-    vectors = embedded.vectors
-    model = KMeans(n_clusters=n_classes, n_init=4, random_state=0).fit(vectors)
-    distances = model.transform(vectors).min(axis=1)
-    paths = [relative_key(path, data_dir) for path in embedded.files]
-    items = [entry["item"] for entry in embedded.items]
-    assignments = pd.DataFrame(
-        {
-            "path": paths,
-            "item": items,
-            "modality_group": 0,
-            "group": model.labels_,
-            "distance": distances,
-            "representative": False,
-            "map_x": 0.0,
-            "map_y": 0.0,
-        },
-        columns=ASSIGNMENT_COLUMNS,
-    )
-    metadata = pd.DataFrame(
-        [
-            {"path": p, "item": i, **e["meta"]}
-            for p, i, e in zip(paths, items, embedded.items, strict=True)
-        ]
-    )
-    SortResult(
-        assignments=assignments,
-        items=metadata,
-        embeddings=vectors,
-        skipped=skipped_table([]),
-        run={
-            "input_dir": str(data_dir.resolve()),
-            "encoder": "efficientnet_lite0",
-            "n_items": len(paths),
-            "n_modality_groups": 1,
-            "n_groups": n_classes,
-        },
-    ).save(out_dir)
-    return out_dir
+    return sort_folder(data_dir, out_dir, Sorter(cache=cache_dir, progress=False))
 
 
 def main() -> None:

@@ -127,7 +127,7 @@ def run_one(
         csv, index=False
     )
     result = _result(name, [files[i] for i in keep], vectors[keep], groups[keep], encoder)
-    named = name_groups(result, encoder, reference=csv, cache_dir=cache_dir)
+    named = name_groups(result, encoder, reference=csv, cache=cache_dir)
     expected = majority(truth[keep], groups[keep])
     entries = named.run["naming"]["groups"]
     pairs = [(e["confidence"], e["candidate"] == expected[e["group"]], _margin(e)) for e in entries]

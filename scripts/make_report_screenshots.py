@@ -27,6 +27,7 @@ from PIL import Image  # noqa: E402
 
 from medsort.demo import demo_folder  # noqa: E402
 from medsort.pipeline import sort_folder  # noqa: E402
+from medsort.sorter import Sorter  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     images = work / "demo-images"
     if not images.is_dir():
         shutil.copytree(demo_folder(), images)
-    report = sort_folder(images, work / "demo-out", quiet=True) / "report.html"
+    report = sort_folder(images, work / "demo-out", Sorter(progress=False)) / "report.html"
     args.out.mkdir(parents=True, exist_ok=True)
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

@@ -18,6 +18,8 @@ LAYERS = ("io", "preprocess", "embed", "group", "name", "refine", "audit", "repo
 TOP_LEVEL = {
     "demo": "io",
     "lazy": "io",
+    "numeric": "io",
+    "plugins": "io",
     "results": "group",
     "sorter": "group",
     "evaluate": "group",
@@ -118,6 +120,44 @@ def test_early_stages_import_nothing_later(module: str) -> None:
             if any(imported == m or imported.startswith(m + ".") for m in later)
         } - {b for a, b in KNOWN if a == module_name(path)}
         assert not bad, f"{module_name(path)} imports {bad}"
+
+
+def test_the_numeric_core_imports_no_stage() -> None:
+    """``medsort.numeric`` sits below every stage: group, refine and audit all use it."""
+    assert imports_of(PACKAGE / "numeric.py") == set()
+    assert imports_of(PACKAGE / "plugins.py") == set()
+
+
+REGISTRIES = ("io/readers.py", "report/html.py", "cli.py")
+"""Modules that hold what registers itself: none may name a plugin module (the encoder
+registry, ``embed/registry.py``, still imports its built-ins: issue 17h's part)."""
+
+
+@pytest.mark.parametrize("registry", REGISTRIES)
+def test_registries_name_no_plugin_module(registry: str) -> None:
+    tree = ast.parse((PACKAGE / registry).read_text())
+    named = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("medsort.")
+    }
+    own_package = "medsort." + registry.split("/")[0]  # e.g. its own assets
+    assert not named - {own_package}, f"{registry} names {sorted(named)}"
+
+
+def test_each_stage_brings_its_own_commands_and_sections(tmp_path: Path) -> None:
+    from medsort.plugins import stage_modules
+
+    assert stage_modules("cli") == ["medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli"]
+    assert "medsort.audit.report" in stage_modules("report")
+    for stage in ("io", "name", "zeta"):  # zeta: a new stage, listed nowhere
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "__init__.py").write_text("")
+    for stage in ("name", "zeta"):
+        (tmp_path / stage / "cli.py").write_text("")
+    assert stage_modules("cli", tmp_path) == ["medsort.name.cli", "medsort.zeta.cli"]
 
 
 def import_cycles(package: Path = PACKAGE) -> list[list[str]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_set
 from PIL import Image
 
 from medsort.audit import duplicate_keep_mask, keep_mask, run_audit
@@ -21,21 +22,17 @@ from medsort.audit.attributes import discretise
 from medsort.audit.hygiene import calibrate_near_threshold, robust_z
 from medsort.audit.shortcuts import benjamini_hochberg, conditional_score, utility
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "lung-histology"
 PER_CLASS = 30
 CLASSES = ("benign", "squamous_cell_carcinoma")
-
-needs_data = pytest.mark.skipif(not (DATA / "labels.csv").is_file(), reason="no real data")
-
 
 # --- helpers -------------------------------------------------------------------------------
 
 
 def _sources() -> dict[str, list[Path]]:
-    labels = pd.read_csv(DATA / "labels.csv")
+    data = shared_set("lung-histology")
+    labels = pd.read_csv(data / "labels.csv")
     return {
-        c: [DATA / p for p in labels.loc[labels["label"] == c, "path"].head(PER_CLASS)]
+        c: [data / p for p in labels.loc[labels["label"] == c, "path"].head(PER_CLASS)]
         for c in CLASSES
     }
 
@@ -59,61 +56,12 @@ def _truth(folder: Path, labels: dict[str, str]) -> Path:
 
 
 def _sort(folder: Path, out: Path, cache: Path) -> Path:
-    """Sort with the real pipeline when the grouper exists, else k-means on the embeddings."""
-    try:
-        from medsort.group import TwoLevelGrouper  # noqa: F401
-    except ImportError:
-        return _sort_by_hand(folder, out, cache)
+    from medsort.group import TwoLevelGrouper
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
-    return sort_folder(folder, out, n_clusters=2, cache_dir=cache, quiet=True)
-
-
-def _sort_by_hand(folder: Path, out: Path, cache: Path) -> Path:
-    from sklearn.cluster import KMeans
-
-    from medsort.embed.cache import EmbeddingCache
-    from medsort.embed.registry import create_encoder
-    from medsort.embed.stream import embed_files
-    from medsort.io.scan import relative_key, scan_folder
-    from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
-
-    store = EmbeddingCache(cache)
-    try:
-        embedded = embed_files(
-            scan_folder(folder), create_encoder("efficientnet_lite0"), store, progress=False
-        )
-    finally:
-        store.close()
-    x = embedded.vectors / np.linalg.norm(embedded.vectors, axis=1, keepdims=True)
-    model = KMeans(n_clusters=2, n_init=4, random_state=0).fit(x)
-    paths = [relative_key(p, folder) for p in embedded.files]
-    items = [e["item"] for e in embedded.items]
-    assignments = pd.DataFrame(
-        {
-            "path": paths,
-            "item": items,
-            "modality_group": 0,
-            "group": model.labels_,
-            "distance": model.transform(x).min(axis=1),
-            "representative": False,
-            "map_x": 0.0,
-            "map_y": 0.0,
-        },
-        columns=ASSIGNMENT_COLUMNS,
-    )
-    meta = [
-        {"path": p, "item": i, **e["meta"]}
-        for p, i, e in zip(paths, items, embedded.items, strict=True)
-    ]
-    SortResult(
-        assignments=assignments,
-        items=pd.DataFrame(meta),
-        embeddings=embedded.vectors,
-        skipped=skipped_table([]),
-        run={"input_dir": str(folder.resolve()), "n_groups": 2, "n_modality_groups": 1},
-    ).save(out)
-    return out
+    sorter = Sorter(grouper=TwoLevelGrouper(n_clusters=2), cache=cache, progress=False)
+    return sort_folder(folder, out, sorter)
 
 
 def _warned(audit: dict, target: str | None = None) -> set[str]:
@@ -136,7 +84,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@needs_data
 def test_format_shortcut_is_named(tmp_path: Path, cache: Path) -> None:
     """One class saved as PNG, the other re-encoded as JPEG: the audit names the format."""
     folder, labels = tmp_path / "input", {}
@@ -157,7 +104,6 @@ def test_format_shortcut_is_named(tmp_path: Path, cache: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_data
 def test_size_shortcut_and_metadata_column_are_named(tmp_path: Path, cache: Path) -> None:
     """One class downsized to 160 px, and a user CSV whose 'hospital' matches the class."""
     folder, rows = tmp_path / "input", []
@@ -178,7 +124,6 @@ def test_size_shortcut_and_metadata_column_are_named(tmp_path: Path, cache: Path
 
 
 @pytest.mark.slow
-@needs_data
 def test_no_shortcut_flags_nothing(tmp_path: Path, cache: Path) -> None:
     """Untouched copies plus a random metadata column: no attribute warning."""
     folder, rows = tmp_path / "input", []
@@ -200,7 +145,6 @@ def test_no_shortcut_flags_nothing(tmp_path: Path, cache: Path) -> None:
 
 
 @pytest.mark.slow
-@needs_data
 def test_duplicates_flips_and_cli(tmp_path: Path, cache: Path) -> None:
     """Exact copies and flipped/rotated copies are found; the CLI writes CSVs and report."""
     from medsort.cli import main
@@ -218,10 +162,6 @@ def test_duplicates_flips_and_cli(tmp_path: Path, cache: Path) -> None:
         planted.add(frozenset({f"images/{source.name}", f"flips/{source.name}"}))
     out = _sort(folder, tmp_path / "out", cache)
 
-    import medsort.cli as cli
-
-    if "medsort.audit.cli" not in cli.STAGE_COMMANDS:
-        cli.STAGE_COMMANDS = (*cli.STAGE_COMMANDS, "medsort.audit.cli")
     assert main(["audit", str(out), "--quiet"]) == 0
 
     duplicates = pd.read_csv(out / "duplicates.csv", keep_default_na=False)

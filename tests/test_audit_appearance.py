@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_result, shared_set
 from PIL import Image, ImageDraw, ImageFilter
 
 from medsort.audit import run_audit
@@ -22,8 +23,14 @@ from medsort.audit.hygiene import pixel_pass
 from medsort.demo import demo_folder
 from medsort.io.appearance import WORDS, appearance, jpeg_quality
 from medsort.io.readers import read_file
-from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
-from tests.conftest import shared_set
+
+
+def _two_groups():  # noqa: ANN202 - the sorter of these tests: two flat groups, no output
+    from medsort.group import TwoLevelGrouper
+    from medsort.sorter import Sorter
+
+    return Sorter(grouper=TwoLevelGrouper(n_clusters=2), progress=False)
+
 
 N_IMAGES = 60
 CELL = "neutrophil"
@@ -122,7 +129,7 @@ def test_embed_stage_stores_appearance_with_each_item(demo_images: Path, cache_d
     cache.close()
     assert again.n_embedded_files == 0
     for entry in (first.items[0], again.items[0]):
-        assert {"sharpness", "vignette", "padding"} <= set(entry["meta"])
+        assert {"sharpness", "vignette", "padding"} <= set(entry.meta)
 
 
 def test_audit_of_one_image_does_not_crash(tmp_path: Path) -> None:
@@ -130,15 +137,8 @@ def test_audit_of_one_image_does_not_crash(tmp_path: Path) -> None:
     folder = tmp_path / "input"
     folder.mkdir()
     (folder / source.name).write_bytes(source.read_bytes())
-    assignments = pd.DataFrame(
-        [[source.name, "", 0, 0, 0.0, True, 0.0, 0.0]], columns=ASSIGNMENT_COLUMNS
-    )
-    SortResult(
-        assignments=assignments,
-        items=pd.DataFrame({"path": [source.name], "item": [""], "format": ["PNG"]}),
-        embeddings=np.ones((1, 8), dtype=np.float32),
-        skipped=skipped_table([]),
-        run={"input_dir": str(folder), "n_groups": 1, "n_modality_groups": 1},
+    make_result(
+        np.ones((1, 8)), paths=[source.name], input_dir=folder, item_columns={"format": ["PNG"]}
     ).save(tmp_path / "out")
     audit = run_audit(tmp_path / "out")
     assert audit["n_items"] == 1
@@ -177,7 +177,7 @@ def _planted_sort(cells: list[Path], work: Path, name: str, plant) -> tuple[Path
         rows.append({"path": f"images/{source.name}", "label": "a" if i in marked else "b"})
     truth = work / name / "labels.csv"
     pd.DataFrame(rows).to_csv(truth, index=False)
-    out = sort_folder(folder, work / name / "out", n_clusters=2, audit=False, quiet=True)
+    out = sort_folder(folder, work / name / "out", _two_groups(), audit=False)
     return out, truth
 
 
@@ -222,7 +222,7 @@ def test_clean_folder_gets_no_appearance_warning(work: Path) -> None:
     chosen[["path", "label"]].to_csv(truth, index=False)
     from medsort.pipeline import sort_folder
 
-    out = sort_folder(folder, work / "clean" / "out", n_clusters=2, audit=False, quiet=True)
+    out = sort_folder(folder, work / "clean" / "out", _two_groups(), audit=False)
     audit = run_audit(out, truth_csv=truth)
     assert _appearance_warnings(audit) == set(), [f["message"] for f in audit["findings"]]
     assert audit["grouping_verdict"]["verdict"] == "ok"

@@ -6,13 +6,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from medsort.demo import demo_labels
 from medsort.embed.cache import EmbeddingCache
 from medsort.embed.registry import create_encoder, list_encoders
 from medsort.embed.stream import embed_files
 from medsort.io import ReadOptions, scan_folder
-from medsort.preprocess import to_model_input
+from medsort.preprocess import to_model_input, to_tensor_batch
 
 
 class CountingEncoder:
@@ -28,10 +30,27 @@ class CountingEncoder:
         return self.inner.embed(batch)
 
 
-def test_registry_lists_default_encoder() -> None:
+def test_the_default_encoder_embeds_real_images_as_it_says(demo_images: Path) -> None:
+    """Listed, and its vectors have the size it declares, are the same for the same image
+    and differ between a chest X-ray and a breast ultrasound."""
     assert "efficientnet_lite0" in list_encoders()
     encoder = create_encoder("efficientnet_lite0")
-    assert encoder.dim == 1280 and encoder.config.size == 224
+    labels = pd.read_csv(demo_labels()).set_index("path")["label"]
+    files = sorted(demo_images.glob("*.png"))
+    chest = next(f for f in files if labels[f.name].startswith("chest"))
+    breast = next(f for f in files if labels[f.name].startswith("breast"))
+    size = encoder.config.size
+    batch = to_tensor_batch(
+        [to_model_input(np.asarray(Image.open(f).convert("RGB")), encoder.config)
+         for f in (chest, breast, chest)],
+        encoder.config,
+    )  # fmt: skip
+    vectors = np.asarray(encoder.embed(batch))
+    assert batch.shape[-2:] == (size, size)
+    assert vectors.shape == (3, encoder.dim) and np.isfinite(vectors).all()
+    np.testing.assert_allclose(vectors[0], vectors[2], rtol=1e-5, atol=1e-6)
+    cosine = vectors[0] @ vectors[1] / np.linalg.norm(vectors[0]) / np.linalg.norm(vectors[1])
+    assert cosine < 0.99
 
 
 def test_zoomed_encoder_sees_the_same_image_at_twice_the_scale(

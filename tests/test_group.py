@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_set
 from sklearn.datasets import make_blobs
 
 from medsort.group import TwoLevelGrouper, cluster_accuracy, score_grouping
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def blobs(n: int = 600, k: int = 4, seed: int = 0, offset: float = 0.0) -> tuple:
@@ -102,9 +101,10 @@ def _embed(folder: Path, per_set: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 def test_real_mixed_folder() -> None:
-    X, labels, modality = _embed(DATA, per_set=75)
+    folder = shared_set("lung-histology").parent
+    shared_set("chest-xray-28")
+    X, labels, modality = _embed(folder, per_set=75)
     g = TwoLevelGrouper(random_state=0).fit(X)
     assert cluster_accuracy(modality, g.modality_labels_) >= 0.99
     score = score_grouping(labels, g.labels_)

@@ -98,9 +98,10 @@ def test_view_blocks_weigh_each_view_equally() -> None:
 
 def test_sort_records_views_in_run_json(demo_images: Path, tmp_path: Path) -> None:
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
     out = sort_folder(
-        demo_images, tmp_path / "out", cache_dir=tmp_path / "c", quiet=True, audit=False
+        demo_images, tmp_path / "out", Sorter(cache=tmp_path / "c", progress=False), audit=False
     )
     run = json.loads((out / "run.json").read_text())
     assert len(run["views_per_modality_group"]) == run["n_modality_groups"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import tifffile
+from conftest import make_result
 
 from medsort.io import ReadError, ReadOptions, find_reader, read_file
 from medsort.io import slide as slide_module
 from medsort.io.report import slides_section
-from medsort.results import SortResult
 
 TISSUE = (170, 60, 150)
 SIDE0 = 448  # tile_size 224 at 1.0 µm/px on a 0.5 µm/px slide
@@ -169,17 +168,12 @@ def test_float64_and_planar_tiffs(tmp_path: Path) -> None:
 
 
 def test_report_lists_groups_per_slide() -> None:
-    assignments = pd.DataFrame(
-        {
-            "path": ["a.svs", "a.svs", "a.svs", "b.svs", "x.png"],
-            "item": ["tile=0,0", "tile=448,0", "tile=896,0", "tile=0,0", ""],
-            "group": [1, 1, 2, 2, 0],
-        }
-    )
-    result = SortResult(assignments, pd.DataFrame(), np.zeros((5, 2)), pd.DataFrame())
+    paths = ["a.svs", "a.svs", "a.svs", "b.svs", "x.png"]
+    items = ["tile=0,0", "tile=448,0", "tile=896,0", "tile=0,0", ""]
+    result = make_result(paths=paths, items=items, groups=[1, 1, 2, 2, 0])
     section = slides_section(result, Path("."))
     assert "2 slide(s), 4 tissue tile(s)" in section
     assert "<code>a.svs</code></td><td>3</td><td>Group 1: 2, Group 2: 1</td>" in section
     assert "x.png" not in section
-    empty = SortResult(assignments.iloc[4:], pd.DataFrame(), np.zeros((1, 2)), pd.DataFrame())
+    empty = make_result(paths=paths[4:], items=items[4:], groups=[0])
     assert slides_section(empty, Path(".")) == ""

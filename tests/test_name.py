@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_result, shared_set
 
 from medsort.embed.cache import EmbeddingCache
 from medsort.embed.registry import create_encoder
@@ -26,7 +27,6 @@ from medsort.report import write_report
 from medsort.results import SortResult
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_BIOMEDCLIP = REPO / "tests" / "fixtures" / "biomedclip_tiny"
 TOP3 = re.compile(r"^[^:;]+:\d\.\d\d(;[^:;]+:\d\.\d\d){0,2}$")
 
@@ -67,42 +67,6 @@ class KeywordTextEncoder:
                 out[row, column] = text.lower().count(word.lower())
             out[row, -1] = 0.1  # shared "image of" direction, as real prompts have
         return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def make_result(
-    embeddings: np.ndarray,
-    modality_groups: np.ndarray,
-    groups: np.ndarray,
-    paths: list[str] | None = None,
-    input_dir: Path | None = None,
-    encoder: str = "keyword-test",
-) -> SortResult:
-    n = len(embeddings)
-    paths = paths or [f"img_{i:03d}.png" for i in range(n)]
-    assignments = pd.DataFrame(
-        {
-            "path": paths,
-            "item": [""] * n,
-            "modality_group": modality_groups,
-            "group": groups,
-            "distance": np.zeros(n),
-            "representative": [True] * n,
-            "map_x": np.arange(n, dtype=float),
-            "map_y": np.zeros(n),
-        }
-    )
-    return SortResult(
-        assignments=assignments,
-        items=pd.DataFrame({"path": paths, "item": [""] * n}),
-        embeddings=np.asarray(embeddings, dtype=np.float32),
-        skipped=pd.DataFrame(columns=["path", "reason"]),
-        run={
-            "input_dir": str(input_dir or "."),
-            "encoder": encoder,
-            "n_modality_groups": int(np.max(modality_groups)) + 1,
-            "n_groups": int(np.max(groups)) + 1,
-        },
-    )
 
 
 def write_vocabulary(path: Path, data: dict) -> Path:
@@ -359,9 +323,7 @@ def _embed(paths: list[Path], encoder, cache: Path) -> np.ndarray:  # noqa: ANN0
 
 
 def _split_real_set(name: str, per_class: int, n_refs: int, seed: int = 0):  # noqa: ANN202
-    folder = SHARED_DATA / name
-    if not (folder / "labels.csv").is_file():
-        pytest.skip(f"real data set {name} not available at {folder}")
+    folder = shared_set(name)
     labels = pd.read_csv(folder / "labels.csv")
     rng = np.random.default_rng(seed)
     items, refs = [], []
@@ -411,7 +373,7 @@ def test_five_references_name_real_groups(name: str, tmp_path: Path) -> None:
         encoder=encoder.name,
     )
     reference = _write_reference_csv(tmp_path / "refs.csv", refs)
-    named = name_groups(result, encoder, reference=reference, cache_dir=tmp_path / "cache")
+    named = name_groups(result, encoder, reference=reference, cache=tmp_path / "cache")
     table = named.assignments.assign(truth=truth)
     for group, members in table.groupby("group"):
         majority = members["truth"].mode()[0]
@@ -441,7 +403,7 @@ def test_two_level_reference_labels_name_modalities(tmp_path: Path) -> None:
                          paths=[relative_key(p, root) for p in paths], input_dir=root,
                          encoder=encoder.name)  # fmt: skip
     reference = _write_reference_csv(tmp_path / "refs.csv", refs)
-    named = name_groups(result, encoder, reference=reference, cache_dir=tmp_path / "cache")
+    named = name_groups(result, encoder, reference=reference, cache=tmp_path / "cache")
     table = named.assignments
     assert list(table.groupby("modality_group")["modality_name"].first()) == [
         "histology", "x-ray"]  # fmt: skip
@@ -479,7 +441,7 @@ def test_cli_names_a_saved_sort_and_renders_the_report(
         input_dir=demo_images,
         encoder=encoder.name,
     )
-    result.run["read_options"] = {}
+    result.run.reading = {}
     out = tmp_path / "out"
     result.save(out)
     refs = tmp_path / "refs"

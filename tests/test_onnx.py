@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_set
 from sklearn.metrics import adjusted_rand_score
 
 from medsort.embed import onnx_encoder
@@ -27,7 +28,6 @@ from medsort.io import scan_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
-SHARED_DATA = REPO.parent / "shared" / "data"
 HEAVY = ("torch", "onnxruntime", "sklearn")
 # A meta-path finder that makes torch (and what only comes with it) unimportable.
 BLOCK_TORCH = """
@@ -99,9 +99,7 @@ def test_shipped_graph_matches_torch_on_demo_images(variant: str, demo_images: P
 
 
 def _labelled_images(name: str, count: int) -> list[Path]:
-    folder = SHARED_DATA / name
-    if not (folder / "labels.csv").is_file():
-        pytest.skip(f"real data set {name} not available at {folder}")
+    folder = shared_set(name)
     with open(folder / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     step = max(1, len(rows) // count)

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from conftest import make_result
 from pydicom.data import get_testdata_file
 
 from medsort.io import ReadError, read_file
 from medsort.io.phi import IDENTIFYING_TAGS, safe_meta, scrub
 from medsort.io.report import burned_in_section
-from medsort.results import SortResult
 
 SECRETS = {
     "PatientName": "ZZPHI^SECRET",
@@ -71,11 +71,12 @@ def test_decoder_errors_are_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_burned_in_section_counts_items_and_groups() -> None:
-    assignments = pd.DataFrame({"path": ["a.dcm", "b.dcm", "c.png"], "item": ["", "", ""],
-                                "group": [3, 4, 3]})  # fmt: skip
-    items = pd.DataFrame({"path": ["a.dcm", "b.dcm", "c.png"], "item": ["", "", ""],
-                          "burned_in_annotation": ["YES", "NO", ""]})  # fmt: skip
-    result = SortResult(assignments, items, np.zeros((3, 2)), pd.DataFrame())
+    result = make_result(
+        paths=["a.dcm", "b.dcm", "c.png"],
+        groups=[3, 4, 3],
+        item_columns={"burned_in_annotation": ["YES", "NO", ""]},
+    )
+    items = result.items
     section = burned_in_section(result, Path("."))
     assert "1 image(s) in 1 file(s)" in section and "Group 3: 1" in section
     assert "Group 4" not in section
@@ -86,6 +87,7 @@ def test_burned_in_section_counts_items_and_groups() -> None:
 def test_full_sort_writes_no_identifier(tmp_path: Path) -> None:
     """Every output file of a real run, and the cache, is free of the planted values."""
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
     folder = tmp_path / "input"
     folder.mkdir()
@@ -99,7 +101,7 @@ def test_full_sort_writes_no_identifier(tmp_path: Path) -> None:
     data = (folder / "mr.dcm").read_bytes()
     (folder / "cut.dcm").write_bytes(data[: len(data) - 3000])  # truncated: skipped
     out, cache = tmp_path / "out", tmp_path / "cache"
-    sort_folder(folder, out, cache_dir=cache, quiet=True)
+    sort_folder(folder, out, Sorter(cache=cache, progress=False))
 
     written = [path for path in [*out.rglob("*"), *cache.rglob("*")] if path.is_file()]
     names = {path.name for path in written}

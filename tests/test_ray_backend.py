@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsort.cli import build_parser
 from medsort.demo import demo_folder
+from medsort.embed.backends import LocalBackend, RayBackend
 from medsort.sorter import Sorter
 
 ray = pytest.importorskip("ray")
@@ -51,7 +51,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _sorter(backend: str, cache: Path | None) -> Sorter:
-    return Sorter(cache_dir=cache, batch_size=8, progress=False, backend=backend, num_workers=2)
+    chosen = RayBackend(num_workers=2) if backend == "ray" else LocalBackend()
+    return Sorter(cache=cache, batch_size=8, progress=False, backend=chosen)
 
 
 def test_ray_matches_local_shares_the_cache_and_skips(
@@ -77,11 +78,3 @@ def test_ray_matches_local_shares_the_cache_and_skips(
     again = _sorter("ray", local_cache).fit(folder)
     assert again.n_embedded_files_ == 0
     np.testing.assert_array_equal(again.result_.embeddings, local_result.embeddings)
-
-
-def test_sort_command_accepts_ray_options() -> None:
-    args = build_parser().parse_args(
-        ["sort", "in", "--out", "out", "--backend", "ray", "--address", "auto", "--workers", "3"]
-    )
-    assert (args.backend, args.address, args.workers) == ("ray", "auto", 3)
-    assert build_parser().parse_args(["sort", "in", "--out", "out"]).backend == "local"

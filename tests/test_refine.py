@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_result, shared_set
 from sklearn.cluster import KMeans
 from sklearn.metrics import balanced_accuracy_score
 
@@ -17,9 +18,7 @@ from medsort.refine.cli import add_commands
 from medsort.refine.label import PREDICTION_COLUMNS
 from medsort.refine.propagate import GraphLabelSpreading
 from medsort.refine.suggest import TO_LABEL_COLUMNS, farthest_points
-from medsort.results import ASSIGNMENT_COLUMNS, SortResult
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lung-histology"
 N_PER_CLASS = 50
 
 pytestmark = pytest.mark.slow
@@ -28,20 +27,19 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def lung() -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Embeddings, true labels and paths of 150 lung-histology images (50 per class)."""
-    if not (DATA / "labels.csv").is_file():
-        pytest.skip("lung-histology not found under ../shared/data")
+    data = shared_set("lung-histology")
     from PIL import Image
 
     from medsort.embed.registry import create_encoder
     from medsort.preprocess import to_model_input, to_tensor_batch
 
-    truth = pd.read_csv(DATA / "labels.csv")
+    truth = pd.read_csv(data / "labels.csv")
     truth = truth.groupby("label").head(N_PER_CLASS).sort_values("path").reset_index(drop=True)
     encoder = create_encoder("efficientnet_lite0")
     vectors = []
     for start in range(0, len(truth), 50):
         batch = [
-            to_model_input(np.asarray(Image.open(DATA / p).convert("RGB")), encoder.config)
+            to_model_input(np.asarray(Image.open(data / p).convert("RGB")), encoder.config)
             for p in truth["path"][start : start + 50]
         ]
         vectors.append(encoder.embed(to_tensor_batch(batch, encoder.config)))
@@ -80,10 +78,8 @@ def test_unknown_class_becomes_other(lung):
     class's group makes that group "reached" (a known limitation).
     """
     X, truth, _ = lung
-    try:
-        from medsort.group import TwoLevelGrouper
-    except ImportError:
-        pytest.skip("the grouping stage is not available")
+    from medsort.group import TwoLevelGrouper
+
     groups = TwoLevelGrouper(random_state=0).fit(X).labels_
     known = ["adenocarcinoma", "benign"]
     unknown = truth == "squamous_cell_carcinoma"
@@ -116,18 +112,14 @@ def _out_dir(tmp_path: Path, X: np.ndarray, paths: list[str]) -> Path:
     Z = FeatureMap().fit_transform(X)
     centres = np.stack([Z[groups == g].mean(axis=0) for g in range(4)])
     distance = np.linalg.norm(Z - centres[groups], axis=1)
-    assignments = pd.DataFrame(
-        {"path": paths, "item": "", "modality_group": 0, "group": groups, "distance": distance,
-         "representative": False, "map_x": 0.0, "map_y": 0.0},
-        columns=ASSIGNMENT_COLUMNS,
-    )  # fmt: skip
     out = tmp_path / "out"
-    SortResult(
-        assignments=assignments,
-        items=pd.DataFrame({"path": paths, "item": ""}),
-        embeddings=X,
-        skipped=pd.DataFrame(columns=["path", "reason"]),
-        run={"input_dir": str(DATA), "encoder": "efficientnet_lite0", "read_options": {}},
+    make_result(
+        X,
+        groups=groups,
+        paths=paths,
+        input_dir=shared_set("lung-histology"),
+        encoder="efficientnet_lite0",
+        distance=distance,
     ).save(out)
     return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medsort import numeric
 from medsort.refine import propagate
 from medsort.refine.classifier import FeatureMap, SparSamClassifier
 
@@ -21,7 +22,7 @@ def test_faiss_graph_matches_the_exact_one(monkeypatch: pytest.MonkeyPatch) -> N
     pytest.importorskip("faiss")
     Z = _clusters(3000)
     exact = propagate.knn_affinity(Z, 10, 3.0)
-    monkeypatch.setattr(propagate, "EXACT_KNN_ROWS", 1000)
+    monkeypatch.setattr(numeric, "EXACT_KNN_ROWS", 1000)
     approximate = propagate.knn_affinity(Z, 10, 3.0)
     assert approximate.diagonal().max() == 0  # no self-loops
     assert abs(approximate - approximate.T).max() < 1e-6  # symmetric

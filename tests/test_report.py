@@ -153,7 +153,7 @@ def test_save_folder_writes_the_same_folder_as_the_cli(small_sort, tmp_path: Pat
     from medsort import Sorter
 
     images, cli_out, cache = small_sort
-    result = Sorter(cache_dir=cache, progress=False).fit(images).result_
+    result = Sorter(cache=cache, progress=False).fit(images).result_
     report = save_folder(result, tmp_path / "api")
     assert report == tmp_path / "api" / "report.html" and report.is_file()
     files = {p.relative_to(cli_out).parent.as_posix() + "/" + p.suffix for p in cli_out.rglob("*")}

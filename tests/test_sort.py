@@ -249,16 +249,16 @@ def test_sorter_predicts_new_images_without_refitting(
     from medsort import Sorter
 
     input_dir, out, _ = sorted_demo
-    sorter = Sorter(cache_dir=out.parent / "cache", progress=False).fit(input_dir)
+    sorter = Sorter(cache=out.parent / "cache", progress=False).fit(input_dir)
     table = sorter.result_.assignments
     files = [input_dir / path for path in table["path"][:20]]
-    predicted = sorter.predict(files)
+    predicted = sorter.predict(files)["group"].to_numpy()
     # the fitted images themselves land in their own groups
     assert (predicted == table["group"].to_numpy()[:20]).mean() >= 0.9
     flipped = input_dir.parent / "flipped.png"
     from PIL import Image
 
     Image.open(files[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped)
-    [group] = sorter.predict([flipped])
+    [group] = sorter.predict([flipped])["group"]
     modality = dict(zip(table["group"], table["modality_group"], strict=False))
     assert modality[group] == modality[table["group"].iloc[0]]

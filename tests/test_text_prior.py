@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_result
 
 from medsort.name.text import label_embeddings
 from medsort.name.vocabulary import load_vocabulary
 from medsort.refine.label import few_labels, label_folder
 from medsort.refine.text_prior import class_labels, text_prior
-from medsort.results import ASSIGNMENT_COLUMNS, SortResult
 
 TINY_BIOMEDCLIP = Path(__file__).parent / "fixtures" / "biomedclip_tiny"
 
@@ -52,18 +52,7 @@ def tiny_biomedclip():  # noqa: ANN201
 
 def _saved_result(out: Path, embeddings: np.ndarray, groups: np.ndarray, encoder: str) -> None:
     paths = [f"img{i:02d}.png" for i in range(len(embeddings))]
-    assignments = pd.DataFrame(
-        {"path": paths, "item": "", "modality_group": 0, "group": groups, "distance": 0.0,
-         "representative": False, "map_x": 0.0, "map_y": 0.0},
-        columns=ASSIGNMENT_COLUMNS,
-    )  # fmt: skip
-    SortResult(
-        assignments=assignments,
-        items=pd.DataFrame({"path": paths, "item": ""}),
-        embeddings=embeddings.astype(np.float32),
-        skipped=pd.DataFrame(columns=["path", "reason"]),
-        run={"input_dir": str(out), "encoder": encoder, "read_options": {}},
-    ).save(out)
+    make_result(embeddings, groups=groups, paths=paths, input_dir=out, encoder=encoder).save(out)
 
 
 def test_label_with_biomedclip_text_prior(tiny_biomedclip, tmp_path: Path) -> None:  # noqa: ANN001

@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from medsort import __version__
 from medsort.io.arguments import (
@@ -18,12 +19,10 @@ from medsort.io.arguments import (
     volume_mode,
 )
 from medsort.io.arguments import whole_number as at_least
+from medsort.plugins import stage_modules
 
 Command = Callable[[argparse.Namespace], int]
 QUIET_HELP = "no progress bars or messages"
-
-# Later stages add their own subcommands through ``add_commands(subparsers)``.
-STAGE_COMMANDS: tuple[str, ...] = ("medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,17 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_eval(commands)
     _add_models(commands)
-    for module in STAGE_COMMANDS:
+    for module in stage_modules("cli"):  # each stage adds its own: add_commands(commands)
         importlib.import_module(module).add_commands(commands)
     return parser
 
 
 def _add_sort_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--out", type=folder_to_write, required=True, help="output folder")
-    command.add_argument(
+    _with_alias(
+        command,
+        "--n-clusters",
         "--k",
         type=at_least(1),
         default=None,
+        metavar="K",
         help="exactly K flat groups (default: chosen automatically, two-level)",
     )
     command.add_argument(
@@ -98,7 +100,9 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--batch-size", type=at_least(1), default=32, help="images per encoder batch (default 32)"
     )
-    command.add_argument(
+    _with_alias(
+        command,
+        "--random-state",
         "--seed",
         type=at_least(0),
         default=0,
@@ -184,6 +188,14 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     _add_backend_options(command)
 
 
+def _with_alias(command: argparse.ArgumentParser, name: str, alias: str, **options: Any) -> None:
+    """``name`` (the :class:`~medsort.sorter.Sorter` parameter's name) and its older
+    spelling ``alias``, each its own option so that a message names the one typed."""
+    command.add_argument(name, **options)
+    options["help"] = f"same as {name}"
+    command.add_argument(alias, dest=name.removeprefix("--").replace("-", "_"), **options)
+
+
 def _add_backend_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--backend",
@@ -191,12 +203,16 @@ def _add_backend_options(command: argparse.ArgumentParser) -> None:
         default="local",
         help="embed in this process, or with Ray encoder actors (needs medsort[ray])",
     )
-    command.add_argument(
+    _with_alias(
+        command,
+        "--ray-address",
         "--address",
         default=None,
         help="Ray cluster to join: auto or ray://HEAD:10001 (default: start a local Ray)",
     )
-    command.add_argument(
+    _with_alias(
+        command,
+        "--num-workers",
         "--workers",
         type=at_least(1),
         default=None,
@@ -255,31 +271,44 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     download.set_defaults(run=run_models_download)
 
 
+def sorter_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports stay lazy for --help
+    """The :class:`~medsort.sorter.Sorter` that ``medsort sort``'s options describe."""
+    from medsort.embed.backends import LocalBackend, RayBackend
+    from medsort.group import TwoLevelGrouper
+    from medsort.sorter import Sorter
+
+    backend = (
+        RayBackend(address=args.ray_address, num_workers=args.num_workers)
+        if args.backend == "ray"
+        else LocalBackend()
+    )
+    return Sorter(
+        encoder=args.encoder,
+        grouper=TwoLevelGrouper(n_clusters=args.n_clusters, random_state=args.random_state),
+        backend=backend,
+        cache=False if args.no_cache else args.cache_dir,
+        read_options=_read_options(args),
+        batch_size=args.batch_size,
+        drop_duplicates=args.drop_duplicates,
+        device=args.device,
+        views=not args.no_views,
+        progress=not args.quiet,
+    )
+
+
 def run_sort(args: argparse.Namespace) -> int:
     from medsort.pipeline import sort_folder
 
     result_dir = sort_folder(
         args.input,
         args.out,
-        encoder=args.encoder,
-        n_clusters=args.k,
+        sorter_from_args(args),
         export=args.export,
-        cache_dir=None if args.no_cache else (args.cache_dir or "default"),
-        batch_size=args.batch_size,
-        random_state=args.seed,
-        read_options=_read_options(args),
         reference=args.reference,
         vocabulary=args.vocabulary,
-        drop_duplicates=args.drop_duplicates,
         audit=not args.no_audit,
         metadata_csv=args.metadata,
         truth_csv=args.truth,
-        quiet=args.quiet,
-        backend=args.backend,
-        ray_address=args.address,
-        num_workers=args.workers,
-        device=args.device,
-        views=not args.no_views,
     )
     if result_dir and args.open:
         open_report(result_dir)
@@ -299,8 +328,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from medsort.demo import demo_folder, demo_labels
     from medsort.evaluate import evaluate
     from medsort.pipeline import sort_folder
+    from medsort.sorter import Sorter
 
-    sort_folder(demo_folder(), args.out, quiet=args.quiet)
+    sort_folder(demo_folder(), args.out, Sorter(progress=not args.quiet))
     if not args.quiet:
         scores = evaluate(args.out, demo_labels())
         print(

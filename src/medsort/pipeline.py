@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 from medsort.audit import load_audit
-from medsort.embed.registry import Encoder
 from medsort.io.outputs import write_csv
-from medsort.io.readers import ReadOptions
 from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
@@ -18,51 +16,43 @@ from medsort.sorter import NoReadableImageError, Sorter
 def sort_folder(
     input_dir: Path | str,
     out_dir: Path | str,
-    encoder: str | Encoder = "efficientnet_lite0",
-    n_clusters: int | None = None,
+    sorter: Sorter | None = None,
+    *,
     export: str | None = None,
-    cache_dir: Path | str | None = "default",
-    batch_size: int = 32,
-    random_state: int = 0,
-    read_options: ReadOptions | None = None,
-    quiet: bool = False,
     reference: Path | None = None,
     vocabulary: Path | None = None,
-    drop_duplicates: bool = False,
     audit: bool = True,
     metadata_csv: Path | None = None,
     truth_csv: Path | None = None,
-    backend: str = "local",
-    ray_address: str | None = None,
-    num_workers: int | None = None,
-    device: str = "auto",
-    views: bool = True,
 ) -> Path:
-    """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
+    """Sort ``input_dir`` with ``sorter`` and write every output into ``out_dir``; returns
+    ``out_dir``.
+
+    ``sorter`` (an unfitted :class:`~medsort.sorter.Sorter`, default ``Sorter()``) holds
+    every read, embed and group choice (encoder, grouper, backend, cache, views, device,
+    ``progress``: also this function's messages and summary); it is fitted here. The rest
+    is what happens after grouping: groups are named from ``reference`` images, or from
+    the (``vocabulary``'s) text prompts when the encoder embeds text; the shortcut and
+    hygiene audit runs unless ``audit=False`` (``metadata_csv`` adds attributes to it and
+    ``truth_csv`` labels, never used to group); ``export`` (``copy``, ``link``) places the
+    images in group folders.
 
     Nothing under ``input_dir`` is modified. If ``out_dir`` lies inside ``input_dir`` it
     is left out of the scan. ``out_dir`` is marked incomplete from the first file written
     to the last (see :mod:`medsort.results`); a folder without readable images still gets
-    ``skipped.csv``. ``backend="ray"`` embeds with Ray encoder actors (see
-    :class:`~medsort.sorter.Sorter` and ``docs/scaling.md``). The shortcut and hygiene
-    audit runs unless ``audit=False``; ``metadata_csv`` adds attributes to it and
-    ``truth_csv`` labels (never used to group). ``views=False`` groups on the encoder's
-    vectors only, without the hand-crafted views (:mod:`medsort.embed.views`). Groups are
-    named from ``reference`` images, or from the (``vocabulary``'s) text prompts when the
-    encoder embeds text. ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder
-    runs.
+    ``skipped.csv``.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
+    sorter = Sorter() if sorter is None else sorter
     check_folders(input_dir, out_dir)
     exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
     with writing(out_dir):
         remove_stale_outputs(out_dir)
         try:
-            return _sort_into(
-                input_dir, out_dir, exclude, encoder, n_clusters, export, cache_dir,
-                batch_size, random_state, read_options, quiet, reference, vocabulary,
-                drop_duplicates, audit, metadata_csv, truth_csv, backend, ray_address,
-                num_workers, device, views,
+            result = sorter.fit(input_dir, exclude=exclude).result_
+            _after_grouping(
+                sorter, result, out_dir, export, reference, vocabulary, audit,
+                metadata_csv, truth_csv,
             )  # fmt: skip
         except NoReadableImageError as error:
             write_csv(error.skipped, out_dir / SKIPPED)
@@ -71,6 +61,7 @@ def sort_folder(
         except BaseException as error:
             mark_failed(out_dir, type(error).__name__)
             raise
+    return out_dir
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:
@@ -88,53 +79,26 @@ def check_folders(input_dir: Path, out_dir: Path) -> None:
         raise ValueError("The output folder must not be the input folder.")
 
 
-def _sort_into(
-    input_dir: Path,
+def _after_grouping(
+    sorter: Sorter,
+    result: SortResult,
     out_dir: Path,
-    exclude: Path | None,
-    encoder: str | Encoder,
-    n_clusters: int | None,
     export: str | None,
-    cache_dir: Path | str | None,
-    batch_size: int,
-    random_state: int,
-    read_options: ReadOptions | None,
-    quiet: bool,
     reference: Path | None,
     vocabulary: Path | None,
-    drop_duplicates: bool,
     audit: bool,
     metadata_csv: Path | None,
     truth_csv: Path | None,
-    backend: str,
-    ray_address: str | None,
-    num_workers: int | None,
-    device: str,
-    views: bool,
-) -> Path:
-    sorter = Sorter(
-        encoder=encoder,
-        n_clusters=n_clusters,
-        read_options=read_options,
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        drop_duplicates=drop_duplicates,
-        random_state=random_state,
-        progress=not quiet,
-        backend=backend,
-        ray_address=ray_address,
-        num_workers=num_workers,
-        device=device,
-        views=views,
-    ).fit(input_dir, exclude=exclude)
-    result = sorter.result_
+) -> None:
+    """Name (when a reference or a text encoder is there), then the folder's outputs."""
+    quiet = not sorter.progress
     if reference is not None or hasattr(sorter.encoder_, "embed_text"):
         result = name_groups(
             result,
             sorter.encoder_,
             reference=reference,
             vocabulary=vocabulary,
-            cache_dir=cache_dir,
+            cache=sorter.cache,
             progress=not quiet,
         )
     save_folder(
@@ -149,7 +113,6 @@ def _sort_into(
     if not quiet:
         findings = (load_audit(out_dir) or {}).get("findings", []) if audit else []
         print(summary(result, out_dir, findings))
-    return out_dir
 
 
 def _say(message: str) -> None:
@@ -159,11 +122,11 @@ def _say(message: str) -> None:
 def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = None) -> str:
     run = result.run
     lines = [
-        f"Sorted {run['n_items']} images into {run['n_modality_groups']} modality group(s) "
-        f"and {run['n_groups']} group(s); embedded {run['n_embedded_files']} new file(s).",
+        f"Sorted {run.n_items} images into {run.n_modality_groups} modality group(s) "
+        f"and {run.n_groups} group(s); embedded {run.n_embedded_files} new file(s).",
     ]
-    if run["n_skipped"]:
-        lines.append(f"Skipped {run['n_skipped']} file(s): see {out_dir / 'skipped.csv'}")
+    if run.n_skipped:
+        lines.append(f"Skipped {run.n_skipped} file(s): see {out_dir / 'skipped.csv'}")
     warnings = [f for f in findings or [] if f.get("level") == "warning"]
     for finding in warnings:
         lines.append(f"Warning: {finding['message']}")

@@ -20,13 +20,14 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medsort.io.admission import Budget
 from medsort.io.outputs import (
     escape_text,
     read_csv,
@@ -35,6 +36,7 @@ from medsort.io.outputs import (
     write_npy,
     write_text,
 )
+from medsort.io.readers import ReadOptions
 
 ASSIGNMENTS = "assignments.csv"
 ITEMS = "items.csv"
@@ -65,6 +67,82 @@ ASSIGNMENT_COLUMNS = [
 
 
 @dataclass
+class RunInfo:
+    """``run.json``: what a sort was run on and with, and its counts.
+
+    Stages read it as attributes; :meth:`read_options` rebuilds the readers' options the
+    sort used (the one place that turns the saved lists and dicts back into them). Keys
+    other stages add (``naming``, ...) are kept in ``extra`` and written back after the
+    sort's own, so ``run.json`` keeps its format. ``run["key"]`` and ``run.get("key")``
+    still read any key, for code written against the plain dict.
+    """
+
+    medsort_version: str | None = None
+    input_dir: str | None = None
+    encoder: str | None = None
+    n_clusters: int | None = None
+    reading: dict[str, Any] = field(default_factory=dict)
+    """The :class:`~medsort.io.readers.ReadOptions` as saved (``read_options`` in the file)."""
+    n_items: int | None = None
+    n_skipped: int | None = None
+    n_embedded_files: int | None = None
+    n_modality_groups: int | None = None
+    n_groups: int | None = None
+    views_per_modality_group: list[dict[str, Any]] | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys added by later stages (``naming``) or unknown to this version."""
+
+    _KEYS = {"reading": "read_options"}
+    """Attribute -> key in ``run.json`` where they differ."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | RunInfo) -> RunInfo:
+        if isinstance(data, RunInfo):
+            return data
+        names = [f.name for f in fields(cls) if f.name != "extra"]
+        key_of = {name: cls._KEYS.get(name, name) for name in names}
+        known = {name: data[key] for name, key in key_of.items() if key in data}
+        extra = {key: value for key, value in data.items() if key not in key_of.values()}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``run.json`` mapping: the sort's keys in their order, then ``extra``."""
+        out = {
+            self._KEYS.get(f.name, f.name): getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "extra"
+        }
+        return {**out, **self.extra}
+
+    def read_options(self) -> ReadOptions:
+        """The readers' options of the sort (defaults for a run.json without them)."""
+        saved = dict(self.reading)
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        if isinstance(saved.get("budget"), dict):
+            saved["budget"] = Budget(**saved["budget"])
+        known = {f.name for f in fields(ReadOptions)}
+        return ReadOptions(**{k: v for k, v in saved.items() if k in known})
+
+    def with_extra(self, **values: Any) -> RunInfo:
+        """A copy with ``values`` added to (or replaced in) ``extra``."""
+        return replace(self, extra={**self.extra, **values})
+
+    def __getitem__(self, key: str) -> Any:
+        mapping = self.to_dict()
+        if key not in mapping:
+            raise KeyError(key)
+        return mapping[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+
+@dataclass
 class SortResult:
     """Everything a sort produced, as saved in and loaded from an output folder.
 
@@ -75,11 +153,15 @@ class SortResult:
     items: pd.DataFrame
     embeddings: np.ndarray
     skipped: pd.DataFrame
-    run: dict[str, Any] = field(default_factory=dict)
+    run: RunInfo = field(default_factory=RunInfo)
+    """A plain ``run.json`` mapping given here becomes a :class:`RunInfo`."""
+
+    def __post_init__(self) -> None:
+        self.run = RunInfo.from_dict(self.run)
 
     @property
     def input_dir(self) -> Path:
-        return Path(self.run["input_dir"])
+        return Path(self.run.input_dir)
 
     def source_path(self, relative: str) -> Path:
         """The user's file behind a ``path`` value of ``assignments.csv``.
@@ -102,7 +184,7 @@ class SortResult:
             write_csv(self.items, out_dir / ITEMS)
             write_npy(out_dir / EMBEDDINGS, self.embeddings.astype(np.float32, copy=False))
             write_csv(self.skipped, out_dir / SKIPPED)
-            write_text(out_dir / RUN, json.dumps(self.run, indent=2, default=str))
+            write_text(out_dir / RUN, json.dumps(self.run.to_dict(), indent=2, default=str))
 
     @classmethod
     def load(cls, out_dir: Path) -> SortResult:

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils.validation import check_is_fitted
 
 from medsort import __version__
-from medsort.embed.cache import EmbeddingCache, default_cache_dir, keep_mask
+from medsort.embed.backends import LocalBackend, RayBackend
+from medsort.embed.cache import CacheSpec, keep_mask, open_cache
 from medsort.embed.registry import Encoder, create_encoder
-from medsort.embed.stream import Embedded, decode_options, embed_files
+from medsort.embed.stream import Embedded, decode_options
 from medsort.group import TwoLevelGrouper
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
-from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
+from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
 
 
 class NoReadableImageError(ValueError):
@@ -30,20 +34,31 @@ class NoReadableImageError(ValueError):
         self.skipped = skipped
 
 
-class Sorter:
+class Sorter(BaseEstimator):
     """Sort a folder of medical images into modality groups, then condition groups.
+
+    A scikit-learn estimator: ``get_params`` reaches the grouper's and the backend's
+    parameters (``grouper__n_clusters``, ``backend__num_workers``) and ``clone`` works.
 
     Parameters
     ----------
     encoder : str or Encoder
         A registered encoder name (see ``medsort models list``) or an encoder object.
-    n_clusters : int or None
-        ``None`` chooses the number of groups automatically, on two levels (modality, then
-        condition). An integer gives exactly that many flat groups.
+    grouper : TwoLevelGrouper or None
+        The grouping model (cloned, then fitted); ``None`` is ``TwoLevelGrouper()``: the
+        number of groups chosen automatically on two levels (modality, then condition).
+        ``TwoLevelGrouper(n_clusters=k)`` gives exactly ``k`` flat groups; its
+        ``random_state`` seeds every random step of the grouping, so runs are repeatable.
+    backend : LocalBackend, RayBackend or None
+        Where the embedding runs: ``None`` is :class:`~medsort.embed.backends.LocalBackend`
+        (this process); :class:`~medsort.embed.backends.RayBackend` uses a pool of Ray
+        encoder actors (needs ``medsort[ray]`` and a registered encoder name as ``encoder``).
+    cache : None, False, Path or EmbeddingCache
+        Embedding cache: ``None`` the default folder (``$MEDSORT_CACHE_DIR`` or
+        ``~/.cache/medsort``), ``False`` none, a folder, or an open
+        :class:`~medsort.embed.cache.EmbeddingCache` (left open).
     read_options : ReadOptions, optional
         Windowing, frame, slice and tiling choices for the readers.
-    cache_dir : Path, None or "default"
-        Where embeddings are cached; ``None`` disables the cache.
     batch_size : int
         Images per model call.
     n_representatives : int
@@ -51,23 +66,14 @@ class Sorter:
     drop_duplicates : bool
         Leave byte-identical copies of a file out of the grouping; they are listed in
         ``skipped.csv`` as duplicates of the copy that was kept.
-    random_state : int
-        Seed for every random step, so runs are repeatable.
-    progress : bool
-        Show progress bars.
-    backend : {"local", "ray"}
-        ``"local"`` embeds in this process; ``"ray"`` uses a pool of Ray encoder actors
-        (needs ``medsort[ray]`` and a registered encoder name as ``encoder``).
-    ray_address : str or None
-        Ray cluster to join (``"auto"``, ``"ray://head:10001"``); ``None`` starts a local one.
-    num_workers : int or None
-        Ray encoder actors; ``None`` picks one per 4 CPUs of the cluster.
     device : {"auto", "cpu", "cuda"}
         Where a registered encoder runs: ``"auto"`` uses a GPU where its runtime offers
         one (``onnxruntime-gpu``, CUDA torch), else the CPU. Ignored for encoder objects.
     views : bool
         Compute hand-crafted colour and texture views next to the encoder's vectors and
         weigh them into the condition groups (see :class:`~medsort.group.TwoLevelGrouper`).
+    progress : bool
+        Show progress bars (and, in :func:`~medsort.pipeline.sort_folder`, messages).
 
     Attributes
     ----------
@@ -77,8 +83,12 @@ class Sorter:
         Final group of each item, unique across modality groups.
     modality_labels_ : ndarray of shape (n_items,)
         Modality group of each item.
+    encoder_ : Encoder
+        The encoder used (built from ``encoder`` when it is a name).
     grouper_ : TwoLevelGrouper
         The fitted grouping model, used by :meth:`predict`.
+    n_embedded_files_ : int
+        Files embedded by this fit (not taken from the cache).
     timings_ : dict
         Seconds spent in each stage.
     """
@@ -86,34 +96,28 @@ class Sorter:
     def __init__(
         self,
         encoder: str | Encoder = "efficientnet_lite0",
-        n_clusters: int | None = None,
+        grouper: TwoLevelGrouper | None = None,
+        backend: LocalBackend | RayBackend | None = None,
+        cache: CacheSpec = None,
         read_options: ReadOptions | None = None,
-        cache_dir: Path | str | None = "default",
         batch_size: int = 32,
         n_representatives: int = 8,
         drop_duplicates: bool = False,
-        random_state: int = 0,
-        progress: bool = True,
-        backend: str = "local",
-        ray_address: str | None = None,
-        num_workers: int | None = None,
         device: str = "auto",
         views: bool = True,
+        progress: bool = True,
     ) -> None:
         self.encoder = encoder
-        self.n_clusters = n_clusters
+        self.grouper = grouper
+        self.backend = backend
+        self.cache = cache
         self.read_options = read_options
-        self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.n_representatives = n_representatives
         self.drop_duplicates = drop_duplicates
-        self.random_state = random_state
-        self.progress = progress
-        self.backend = backend
-        self.ray_address = ray_address
-        self.num_workers = num_workers
         self.device = device
         self.views = views
+        self.progress = progress
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -125,6 +129,7 @@ class Sorter:
         started = time.perf_counter()
         files = scan_folder(input_dir, exclude=exclude)
         self.encoder_ = self._make_encoder()
+        grouper = TwoLevelGrouper() if self.grouper is None else clone(self.grouper)
         embedded = self._embed(files)
         if self.drop_duplicates:
             embedded = without_duplicates(embedded, input_dir)
@@ -137,17 +142,15 @@ class Sorter:
                     [(relative_key(path, input_dir), why) for path, why in embedded.skipped]
                 ),
             )
-        if self.n_clusters is not None and self.n_clusters > len(embedded.items):
+        if grouper.n_clusters is not None and grouper.n_clusters > len(embedded.items):
             raise ValueError(
-                f"--k {self.n_clusters} needs at least {self.n_clusters} images; "
+                f"--k {grouper.n_clusters} needs at least {grouper.n_clusters} images; "
                 f"{len(embedded.items)} could be read under {input_dir}."
             )
         started = time.perf_counter()
         if self.progress:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
-        self.grouper_ = TwoLevelGrouper(
-            n_clusters=self.n_clusters, random_state=self.random_state
-        ).fit(embedded.vectors, views=embedded.views)
+        self.grouper_ = grouper.fit(embedded.vectors, views=embedded.views)
         self.timings_["group"] = time.perf_counter() - started
         self.labels_ = self.grouper_.labels_
         self.modality_labels_ = self.grouper_.modality_labels_
@@ -155,19 +158,36 @@ class Sorter:
         self.result_ = self._result(input_dir, embedded)
         return self
 
-    def fit_predict(self, input_dir: Path | str) -> np.ndarray:
-        return self.fit(input_dir).labels_
+    def fit_predict(self, input_dir: Path | str, exclude: Path | None = None) -> np.ndarray:
+        return self.fit(input_dir, exclude=exclude).labels_
 
-    def predict(self, paths: list[Path]) -> np.ndarray:
-        """Final group of every item of ``paths`` (new images), without refitting.
+    def predict(self, paths: Sequence[Path | str]) -> pd.DataFrame:
+        """The group of every item of ``paths`` (new images), without refitting.
 
-        Unreadable files are left out; see :meth:`embed` for the rows.
+        Returns
+        -------
+        pandas.DataFrame
+            One row per item of each readable file (a volume or a multi-frame file has
+            several) and one per unreadable file, in the order of ``paths``: ``path``,
+            ``item``, ``group`` (``-1`` for an unreadable file) and ``reason`` (why it
+            could not be read; ``""`` for the others).
         """
+        check_is_fitted(self, "grouper_")
+        paths = [Path(path) for path in paths]
         embedded = self.embed(paths)
-        return self.grouper_.predict(embedded.vectors, views=embedded.views)
+        groups = self.grouper_.predict(embedded.vectors, views=embedded.views)
+        rows = [
+            (str(path), entry.item, int(group), "")
+            for path, entry, group in zip(embedded.files, embedded.items, groups, strict=True)
+        ]
+        rows += [(str(path), "", -1, reason) for path, reason in embedded.skipped]
+        order = {str(path): position for position, path in reversed(list(enumerate(paths)))}
+        rows.sort(key=lambda row: order.get(row[0], len(order)))  # stable: items keep order
+        return pd.DataFrame(rows, columns=["path", "item", "group", "reason"])
 
-    def embed(self, paths: list[Path]) -> Embedded:
-        """Embed files with the fitted encoder and cache."""
+    def embed(self, paths: Sequence[Path | str]) -> Embedded:
+        """Embed files with the fitted encoder, the backend and the cache."""
+        check_is_fitted(self, "encoder_")
         return self._embed([Path(path) for path in paths])
 
     def _make_encoder(self) -> Encoder:
@@ -176,19 +196,18 @@ class Sorter:
         return self.encoder
 
     def _embed(self, files: list[Path]) -> Embedded:
-        if self.cache_dir == "default":
-            folder: Path | None = default_cache_dir()
-        else:
-            folder = None if self.cache_dir is None else Path(self.cache_dir)
-        cache = EmbeddingCache(folder)
+        backend = LocalBackend() if self.backend is None else self.backend
+        if not hasattr(backend, "embed"):
+            raise ValueError(
+                f"Unknown backend {backend!r}: use LocalBackend() or RayBackend(...) "
+                "from medsort.embed.backends (or None for local)."
+            )
+        cache, opened = open_cache(self.cache)
         try:
-            if self.backend not in ("local", "ray"):
-                raise ValueError(f"Unknown backend {self.backend!r}: use 'local' or 'ray'.")
-            if self.backend == "ray":
-                return self._embed_ray(files, cache, folder)
-            return embed_files(
+            return backend.embed(
                 files,
                 self.encoder_,
+                self.encoder,
                 cache,
                 options=decode_options(self.read_options, self.encoder_),
                 batch_size=self.batch_size,
@@ -196,32 +215,12 @@ class Sorter:
                 views=self.views,
             )
         finally:
-            cache.close()
-
-    def _embed_ray(self, files: list[Path], cache: EmbeddingCache, folder: Path | None) -> Embedded:
-        from medsort.embed.ray_backend import embed_files_ray
-
-        if not isinstance(self.encoder, str):
-            raise ValueError(
-                "backend='ray' needs the encoder as a registered name, e.g. "
-                "'efficientnet_lite0', so each worker can build it."
-            )
-        return embed_files_ray(
-            files,
-            self.encoder,
-            cache,
-            options=decode_options(self.read_options, self.encoder_),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            address=self.ray_address,
-            progress=self.progress,
-            encoder_name=self.encoder_.name,
-            shards_dir=None if folder is None else folder / "ray-shards",
-        )
+            if opened:
+                cache.close()
 
     def _result(self, input_dir: Path, embedded: Embedded) -> SortResult:
         paths = [relative_key(path, input_dir) for path in embedded.files]
-        item_ids = [entry["item"] for entry in embedded.items]
+        item_ids = [entry.item for entry in embedded.items]
         distances = self.grouper_.distances_
         assignments = pd.DataFrame(
             {
@@ -238,7 +237,7 @@ class Sorter:
         )
         items = pd.DataFrame(
             [
-                {"path": p, "item": i, **_text_safe(entry["meta"])}
+                {"path": p, "item": i, **_text_safe(entry.meta)}
                 for p, i, entry in zip(paths, item_ids, embedded.items, strict=True)
             ]
         )
@@ -253,22 +252,22 @@ class Sorter:
             run=self._run_info(input_dir, embedded),
         )
 
-    def _run_info(self, input_dir: Path, embedded: Embedded) -> dict[str, Any]:
-        return {
-            "medsort_version": __version__,
-            "input_dir": str(input_dir.resolve()),
-            "encoder": self.encoder_.name,
-            "n_clusters": self.n_clusters,
-            "read_options": asdict(self.read_options or ReadOptions()),
-            "n_items": len(embedded.items),
-            "n_skipped": len(embedded.skipped),
-            "n_embedded_files": embedded.n_embedded_files,
-            "n_modality_groups": int(self.modality_labels_.max()) + 1,
-            "n_groups": int(self.labels_.max()) + 1,
-            "views_per_modality_group": self.grouper_.views_used_,
-            "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
-            "peak_rss_mib": peak_rss_mib(),
-        }
+    def _run_info(self, input_dir: Path, embedded: Embedded) -> RunInfo:
+        return RunInfo(
+            medsort_version=__version__,
+            input_dir=str(input_dir.resolve()),
+            encoder=self.encoder_.name,
+            n_clusters=self.grouper_.n_clusters,
+            reading=asdict(self.read_options or ReadOptions()),
+            n_items=len(embedded.items),
+            n_skipped=len(embedded.skipped),
+            n_embedded_files=embedded.n_embedded_files,
+            n_modality_groups=int(self.modality_labels_.max()) + 1,
+            n_groups=int(self.labels_.max()) + 1,
+            views_per_modality_group=self.grouper_.views_used_,
+            timings_s={stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
+            peak_rss_mib=peak_rss_mib(),
+        )
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:

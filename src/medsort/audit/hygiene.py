@@ -31,6 +31,7 @@ from scipy import fft, ndimage
 from medsort.embed.cache import content_hash
 from medsort.io import appearance
 from medsort.io.readers import ReadError, ReadOptions, iter_images
+from medsort.numeric import blockwise_top_k, cosine_neighbours
 
 MAD_SCALE = 1.4826
 MEAN_AD_SCALE = 1.2533
@@ -101,58 +102,10 @@ def normalise(embeddings: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_neighbours(x: np.ndarray, k: int, exact_limit: int = 20_000, block: int = 512):
-    """Cosine similarities and indices of the ``k`` nearest other rows of ``x`` (normalised).
-
-    Exact search in blocks of ``block`` rows (memory ``block × n``, never ``n × n``) up to
-    ``exact_limit`` rows; faiss HNSW (approximate) above, or sklearn's ball tree when
-    faiss is not installed.
-    """
-    k = min(k, len(x) - 1)
-    if k < 1:
-        return np.zeros((len(x), 0), np.float32), np.zeros((len(x), 0), np.int64)
-    if len(x) <= exact_limit:
-        return _blockwise_top_k(lambda rows: x[rows] @ x.T, len(x), k, block)
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - faiss-cpu is optional
-        return _sklearn_neighbours(x, k + 1)
-    index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efSearch = max(64, 2 * k)
-    index.add(x)
-    sims, idx = index.search(x, k + 1)
-    return _drop_self(sims, idx)
-
-
-def _blockwise_top_k(score_rows, n: int, k: int, block: int):  # noqa: ANN001, ANN202
-    """Top ``k`` scores per row of an implicit ``n × n`` score matrix, self excluded."""
-    sims = np.empty((n, k), dtype=np.float32)
-    idx = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, block):
-        rows = np.arange(start, min(start + block, n))
-        scores = score_rows(rows)
-        scores[np.arange(len(rows)), rows] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        sims[rows] = np.take_along_axis(values, order, axis=1)
-        idx[rows] = np.take_along_axis(top, order, axis=1)
-    return sims, idx
-
-
-def _sklearn_neighbours(x: np.ndarray, k: int):
-    from sklearn.neighbors import NearestNeighbors
-
-    model = NearestNeighbors(n_neighbors=k, algorithm="ball_tree").fit(x)
-    dist, idx = model.kneighbors(x)
-    return _drop_self(1.0 - dist**2 / 2.0, idx)
-
-
-def _drop_self(sims: np.ndarray, idx: np.ndarray):
-    """Remove each row from its own neighbour list (keeping ``k`` columns)."""
-    rows = np.arange(len(idx))[:, None]
-    order = np.argsort(idx == rows, axis=1, kind="stable")[:, : idx.shape[1] - 1]
-    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+def nearest_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities and indices of the ``k`` nearest other rows of ``x`` (normalised),
+    by the numeric core's one kNN policy (:func:`medsort.numeric.cosine_neighbours`)."""
+    return cosine_neighbours(x, k)
 
 
 def calibrate_near_threshold(
@@ -476,7 +429,7 @@ def dihedral_neighbours(descriptors: np.ndarray, k: int = 5, block: int = 256):
                 best = scores if best is None else np.maximum(best, scores)
         return best
 
-    return _blockwise_top_k(score_rows, n, k, block)
+    return blockwise_top_k(score_rows, n, k, block)
 
 
 def quality_flags(

@@ -10,7 +10,7 @@ import pandas as pd
 
 from medsort.audit.run import DUPLICATES, NEAR_DUPLICATES, OUTLIERS, QUALITY, load_audit
 from medsort.io.readers import ReadOptions
-from medsort.report.html import register_section
+from medsort.report.html import AUDIT_DETAILS, AUDIT_WARNINGS, register_section
 from medsort.report.thumbnails import figure, thumbnail_uri
 from medsort.results import SortResult
 
@@ -41,7 +41,7 @@ HOW_IT_WORKS = (
 )
 
 
-@register_section(10)
+@register_section(AUDIT_WARNINGS)
 def audit_warnings_section(result: SortResult, out_dir: Path) -> str:
     """What a clinician should know first: verdict, warnings, each group's traits."""
     audit = load_audit(out_dir)
@@ -105,7 +105,7 @@ def _groups_table(audit: dict[str, Any]) -> str:
     )
 
 
-@register_section(60)
+@register_section(AUDIT_DETAILS)
 def audit_details_section(result: SortResult, out_dir: Path) -> str:
     """Attribute scores, ignored attributes and the hygiene tables, folded."""
     audit = load_audit(out_dir)
@@ -117,7 +117,7 @@ def audit_details_section(result: SortResult, out_dir: Path) -> str:
             f"{html.escape(i['name'])} ({html.escape(i['reason'])})" for i in audit["ignored"]
         )
         parts.append(f'<p class="muted">Not audited: {ignored}.</p>')
-    options = ReadOptions(**result.run.get("read_options", {}))
+    options = result.run.read_options()
     parts.append(_near_duplicates(result, out_dir, audit, options))
     parts.append(_table_block(out_dir / DUPLICATES, "Exact duplicates"))
     parts.append(_outliers(result, out_dir, options))

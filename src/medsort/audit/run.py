@@ -36,7 +36,6 @@ from medsort.audit.shortcuts import (
 from medsort.embed.cache import keep_mask
 from medsort.io import appearance
 from medsort.io.outputs import write_csv, write_text
-from medsort.io.readers import ReadOptions
 from medsort.results import SortResult
 
 AUDIT = "audit.json"
@@ -204,7 +203,7 @@ def _audit(
         stable = stability.group_stability(
             result.embeddings,
             groups,
-            n_clusters=result.run.get("n_clusters"),
+            n_clusters=result.run.n_clusters,
             n_runs=settings.stability_runs,
             random_state=settings.random_state,
         )
@@ -802,7 +801,7 @@ def _pixel_rows(result: SortResult, settings: AuditSettings) -> hygiene.PixelPas
     assignments = result.assignments
     unique = list(dict.fromkeys(assignments["path"]))
     missing = not set(appearance.NAMES) <= set(result.items.columns)
-    options = ReadOptions(**result.run.get("read_options", {}))
+    options = result.run.read_options()
     read = hygiene.pixel_pass(
         [result.source_path(p) for p in unique], options, with_appearance=missing
     )

@@ -334,3 +334,22 @@ def keep_mask(hashes: Sequence[str], paths: Sequence[str] | None = None) -> np.n
         owner = first.setdefault(digest, path)
         mask[row] = owner == path
     return mask
+
+
+CacheSpec = EmbeddingCache | Path | str | bool | None
+"""What a ``cache=`` parameter takes: ``None`` the default folder (:func:`default_cache_dir`),
+``False`` no cache (nothing kept between runs), a folder, or an open :class:`EmbeddingCache`."""
+
+
+def open_cache(cache: CacheSpec) -> tuple[EmbeddingCache, bool]:
+    """The :class:`EmbeddingCache` a :data:`CacheSpec` names, and whether it was opened here
+    (then the caller closes it; an open cache passed in stays open)."""
+    if isinstance(cache, EmbeddingCache):
+        return cache, False
+    if cache is True:
+        raise ValueError(
+            "cache=True names no place: use None (the default folder), False or a folder."
+        )
+    if cache is None:
+        return EmbeddingCache(default_cache_dir()), True
+    return EmbeddingCache(None if cache is False else Path(cache)), True

@@ -27,14 +27,29 @@ from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
 
 
+@dataclass(frozen=True)
+class EmbeddedItem:
+    """One 2D item of a file, as the embed stage hands it on."""
+
+    item: str
+    """Which item of its file (``""`` for a plain image; a frame, slice or tile id)."""
+    meta: dict[str, Any]
+    """Non-identifying metadata of the item (format, size, appearance, DICOM attributes)."""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> EmbeddedItem:
+        """From the ``{"item": ..., "meta": {...}}`` record the cache stores."""
+        return cls(item=record["item"], meta=record.get("meta", {}))
+
+
 @dataclass
 class Embedded:
     """What the embed stage returns, one row per 2D item, in file order."""
 
     files: list[Path]
     """Source file of each row."""
-    items: list[dict[str, Any]]
-    """``{"item": ..., "meta": {...}}`` per row."""
+    items: list[EmbeddedItem]
+    """The item id and metadata of each row."""
     hashes: list[str]
     """Content hash of each row's source file."""
     vectors: np.ndarray
@@ -294,14 +309,14 @@ def assemble_embedded(
     """The :class:`Embedded` result in file order from the files' cached entries."""
     rows: list[Path] = []
     row_hashes: list[str] = []
-    items: list[dict[str, Any]] = []
+    items: list[EmbeddedItem] = []
     blocks: list[np.ndarray] = []
     view_blocks: dict[str, list[np.ndarray]] | None = None
     for index in sorted(done):
         entry = done[index]
         rows.extend([files[index]] * len(entry.items))
         row_hashes.extend([hashes[index]] * len(entry.items))
-        items.extend(entry.items)
+        items.extend(EmbeddedItem.from_record(record) for record in entry.items)
         blocks.append(entry.vectors)
         view_blocks = _add_views(view_blocks, entry)
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)

@@ -7,7 +7,6 @@ DICOM files without an extension are found too).
 
 from __future__ import annotations
 
-import importlib
 import threading
 import warnings
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from medsort.io.admission import (
 from medsort.io.errors import ReadError
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
+from medsort.plugins import import_plugins
 
 HEAD_BYTES = 512
 MAX_PIXELS = DEFAULT_BUDGET.max_pixels
@@ -257,8 +257,9 @@ def _display_pixels(image: Image.Image) -> np.ndarray:
 
 register_reader(RasterReader())
 
-OPTIONAL_READERS = ("medsort.io.dicom", "medsort.io.nifti", "medsort.io.slide")
-"""Readers whose libraries may be missing; each registers itself when imported."""
+OPTIONAL_READERS: list[str] = []
+"""Modules of readers whose libraries may be missing, imported on first use (each
+registers itself then); their packages list them with :func:`register_optional_readers`."""
 UNAVAILABLE_READERS: dict[str, str] = {}
 """Optional reader module -> why it could not be imported (reported, never hidden)."""
 
@@ -278,17 +279,19 @@ def _load_builtin_readers() -> None:
     with _builtin_lock:
         if _builtin_loaded:
             return
-        for module in OPTIONAL_READERS:
-            try:
-                importlib.import_module(module)
-            except ImportError as error:
-                UNAVAILABLE_READERS[module] = f"{type(error).__name__}: {error}"
-                warnings.warn(
-                    f"medsort: the {module.rsplit('.', 1)[-1]} reader is unavailable "
-                    f"({error}); files only it can read will be skipped",
-                    stacklevel=2,
-                )
+        then = "files only it can read will be skipped"
+        UNAVAILABLE_READERS.update(import_plugins(OPTIONAL_READERS, "reader", then))
         _builtin_loaded = True
+
+
+def register_optional_readers(*modules: str) -> None:
+    """List reader modules to import on first use (a reader whose library may be
+    missing registers itself with :func:`register_reader` when imported)."""
+    global _builtin_loaded
+    for module in modules:
+        if module not in OPTIONAL_READERS:
+            OPTIONAL_READERS.append(module)
+            _builtin_loaded = False
 
 
 def _unavailable_note() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medsort.report.html import group_title, register_section
+from medsort.report.html import BURNED_IN_TEXT, SLIDES, group_title, register_section
 from medsort.results import SortResult
 
 MAX_SLIDES = 200
@@ -22,7 +22,7 @@ def _counts(rows: pd.DataFrame, assignments: pd.DataFrame) -> str:
     )
 
 
-@register_section(60)
+@register_section(SLIDES)
 def slides_section(result: SortResult, out_dir: Path) -> str:
     """For each whole-slide image, how many of its tiles fall into each group."""
     assignments = result.assignments
@@ -47,7 +47,7 @@ def slides_section(result: SortResult, out_dir: Path) -> str:
     )
 
 
-@register_section(61)
+@register_section(BURNED_IN_TEXT)
 def burned_in_section(result: SortResult, out_dir: Path) -> str:
     """Items whose DICOM header declares burned-in annotation (text on the pixels)."""
     items = result.items

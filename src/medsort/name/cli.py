@@ -57,20 +57,20 @@ def run_name(args: argparse.Namespace) -> int:
     from medsort.results import SortResult
 
     result = SortResult.load(args.out)
-    encoder = create_encoder(result.run["encoder"])
+    encoder = create_encoder(result.run.encoder)
     named = name_groups(
         result,
         encoder,
         reference=args.reference,
         vocabulary=args.vocabulary,
         min_confidence=MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence,
-        cache_dir=None if args.no_cache else (args.cache_dir or "default"),
+        cache=False if args.no_cache else args.cache_dir,
         progress=not args.quiet,
     )
     named.save(args.out)
     write_report(args.out)
     if not args.quiet:
-        print(summary(named.run["naming"]))
+        print(summary(named.run.extra["naming"]))
     return 0
 
 

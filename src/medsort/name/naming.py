@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsort.embed.cache import CacheSpec
 from medsort.embed.registry import Encoder
-from medsort.io.readers import ReadOptions
 from medsort.name.reference import References, embed_references, reference_probabilities
 from medsort.name.scores import (
     UNNAMED,
@@ -72,7 +72,7 @@ def name_groups(
     reference: Path | str | None = None,
     vocabulary: Path | str | None = None,
     min_confidence: float = MIN_CONFIDENCE,
-    cache_dir: Path | str | None = "default",
+    cache: CacheSpec = None,
     progress: bool = False,
     min_margin: float = MIN_MARGIN,
 ) -> SortResult:
@@ -90,8 +90,9 @@ def name_groups(
         A JSON vocabulary that extends or replaces the built-in one (text naming only).
     min_confidence : float
         Names whose confidence (mean member probability) is below this stay ``"unnamed"``.
-    cache_dir : Path, str or None
-        Embedding cache for the reference images (``"default"``: the usual cache).
+    cache : None, False, Path or EmbeddingCache
+        Embedding cache for the reference images: ``None`` the usual folder, ``False``
+        none (see :data:`~medsort.embed.cache.CacheSpec`).
     progress : bool
         Show a progress bar while embedding references.
     min_margin : float
@@ -102,7 +103,7 @@ def name_groups(
     -------
     SortResult
         New ``assignments`` with ``modality_name``, ``group_name``, ``name_confidence``
-        and ``top3``; ``run["naming"]`` lists every name with its runner-up.
+        and ``top3``; ``run.extra["naming"]`` lists every name with its runner-up.
     """
     assignments = result.assignments.drop(columns=NAME_COLUMNS, errors="ignore").copy()
     embeddings = np.asarray(result.embeddings, dtype=np.float64)
@@ -110,8 +111,8 @@ def name_groups(
     if reference is not None:
         if encoder is None:
             raise ValueError("Naming from references needs the encoder that made the sort.")
-        options = ReadOptions(**result.run.get("read_options", {}))
-        refs = embed_references(reference, encoder, cache_dir, options, progress)
+        options = result.run.read_options()
+        refs = embed_references(reference, encoder, cache, options, progress)
     text = has_text(encoder) and (refs is None or not _has_modality_part(refs.labels))
     vocab = load_vocabulary(vocabulary) if text else None
     cuts = (min_confidence, min_margin)
@@ -120,9 +121,8 @@ def name_groups(
         assignments, embeddings, encoder, refs, vocab, modality_names, cuts
     )
     _fill_columns(assignments, modality_names, group_names, top3)
-    run = dict(result.run)
-    run["naming"] = _naming_record(refs, reference, vocab, cuts, modality_names, group_names)
-    return replace(result, assignments=assignments, run=run)
+    naming = _naming_record(refs, reference, vocab, cuts, modality_names, group_names)
+    return replace(result, assignments=assignments, run=result.run.with_extra(naming=naming))
 
 
 def _name_modalities(

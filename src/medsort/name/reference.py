@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medsort.embed.cache import EmbeddingCache, default_cache_dir
+from medsort.embed.cache import CacheSpec, open_cache
 from medsort.embed.registry import Encoder
 from medsort.embed.stream import embed_files
 from medsort.io.readers import ReadOptions
@@ -71,20 +71,21 @@ def read_reference_list(spec: Path | str) -> pd.DataFrame:
 def embed_references(
     spec: Path | str,
     encoder: Encoder,
-    cache_dir: Path | str | None = "default",
+    cache: CacheSpec = None,
     options: ReadOptions | None = None,
     progress: bool = False,
 ) -> References:
-    """Read and embed the references with the sort's encoder, reader options and cache."""
+    """Read and embed the references with the sort's encoder, reader options and cache
+    (a :data:`~medsort.embed.cache.CacheSpec`)."""
     table = read_reference_list(spec)
-    folder = default_cache_dir() if cache_dir == "default" else cache_dir
-    cache = EmbeddingCache(None if folder is None else Path(folder))
+    store, opened = open_cache(cache)
     try:
         embedded = embed_files(
-            list(table["path"]), encoder, cache, options=options, progress=progress
+            list(table["path"]), encoder, store, options=options, progress=progress
         )
     finally:
-        cache.close()
+        if opened:
+            store.close()
     label_of = dict(zip(table["path"], table["label"], strict=True))
     labels = np.array([label_of[path] for path in embedded.files], dtype=object)
     if len(labels) == 0:

@@ -6,14 +6,14 @@ import html
 from pathlib import Path
 from typing import Any
 
-from medsort.report.html import register_section
+from medsort.report.html import GROUP_NAMES, register_section
 from medsort.results import SortResult
 
 
-@register_section(45)
+@register_section(GROUP_NAMES)
 def names_section(result: SortResult, out_dir: Path) -> str:
     """A table of modality-group and group names; empty when naming has not run."""
-    naming = result.run.get("naming")
+    naming = result.run.extra.get("naming")
     if not naming:
         return ""
     if naming.get("method") == "none":

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import Normalizer, PowerTransformer, StandardScaler, normalize
+from sklearn.preprocessing import Normalizer
 from sklearn.svm import SVC
 
-from medsort.group.reduce import fit_sample_index, row_chunks
+from medsort.numeric import FeatureReducer
 
 OTHER = "other"
 """Label given to images that fit none of the labelled classes."""
@@ -40,8 +39,9 @@ def unlabelled_mask(y: np.ndarray) -> np.ndarray:
     )
 
 
-class FeatureMap(TransformerMixin, BaseEstimator):
-    """Power transform, PCA and L2 normalisation of embeddings.
+class FeatureMap(FeatureReducer):
+    """Power transform, standardisation, PCA and L2 normalisation of embeddings: the
+    refine stage's configuration of :class:`~medsort.numeric.FeatureReducer`.
 
     Fitted on all images (labelled or not), so it needs no labels.
 
@@ -55,7 +55,7 @@ class FeatureMap(TransformerMixin, BaseEstimator):
         :class:`~sklearn.preprocessing.PowerTransformer` as in SparSam (slow for wide
         embeddings: about a minute for 1200 x 1280 on 2 cores); ``None``: standardise only.
     random_state : int
-        Seed for the randomized PCA and the fit sample.
+        Seed for the PCA and the fit sample.
     max_fit_samples : int
         The map is fitted on at most this many rows (a random sample), so memory stays
         bounded for a million images.
@@ -73,35 +73,20 @@ class FeatureMap(TransformerMixin, BaseEstimator):
         random_state: int = 0,
         max_fit_samples: int = 50000,
     ) -> None:
-        self.n_components = n_components
-        self.power = power
-        self.random_state = random_state
-        self.max_fit_samples = max_fit_samples
+        super().__init__(
+            n_components=n_components,
+            power=power,
+            max_fit_samples=max_fit_samples,
+            random_state=random_state,
+            scaling="standard",
+            unit_output=True,
+            svd_solver="auto",
+        )
 
     def fit(self, X: np.ndarray, y: object = None) -> FeatureMap:
-        if len(X) > self.max_fit_samples:
-            X = X[fit_sample_index(len(X), self.max_fit_samples, self.random_state)]
-        if self.power == "yeo-johnson":
-            self.scaler_ = PowerTransformer().fit(np.asarray(X, dtype=np.float64))
-        elif self.power in ("sqrt", None):
-            self.scaler_ = StandardScaler().fit(self._pre(X))
-        else:
+        if self.power not in ("sqrt", "yeo-johnson", None):
             raise ValueError(f"Unknown power {self.power!r}: use sqrt, yeo-johnson or None.")
-        Z = self.scaler_.transform(self._pre(X))
-        n = max(1, min(self.n_components, Z.shape[0] - 1, Z.shape[1]))
-        self.pca_ = PCA(n_components=n, random_state=self.random_state).fit(Z)
-        return self
-
-    def _pre(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        return np.sign(X) * np.sqrt(np.abs(X)) if self.power == "sqrt" else X
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        out = np.empty((len(X), self.pca_.n_components_), dtype=np.float32)
-        for part in row_chunks(len(X)):
-            Z = np.nan_to_num(self.scaler_.transform(self._pre(X[part])))
-            out[part] = normalize(np.nan_to_num(self.pca_.transform(Z)))
-        return out
+        return super().fit(X)
 
 
 def fit_features(

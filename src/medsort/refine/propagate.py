@@ -15,6 +15,7 @@ match the classes (or too few labels to tell) leave the prediction as it was.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -22,14 +23,10 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import NearestNeighbors
+from sklearn.metrics import balanced_accuracy_score
 
-from medsort.group.reduce import FaissNeighbours, faiss_available, row_chunks
+from medsort.numeric import exact_index, nearest_neighbours, row_chunks
 from medsort.refine.classifier import OTHER, SparSamClassifier, fit_features, unlabelled_mask
-
-EXACT_KNN_ROWS = 20000
-"""Above this many rows the kNN graph is found with FAISS (approximate, as the grouping)."""
-
 
 OTHER_SHARE_BELOW = 0.45
 """At most this share of probability stays with the classes in a group without labels."""
@@ -52,29 +49,6 @@ def knn_affinity(Z: np.ndarray, n_neighbors: int, gamma: float) -> sp.csr_matrix
     A = sp.csr_matrix((similarity.ravel(), (rows, neighbours.ravel())), shape=(n, n))
     A.eliminate_zeros()
     return (A + A.T).tocsr()
-
-
-def nearest_neighbours(Z: np.ndarray, k: int, random_state: int = 0) -> np.ndarray:
-    """The ``k`` nearest rows of every row (itself first): exact up to
-    :data:`EXACT_KNN_ROWS` rows, FAISS IVF above (a million rows in minutes, not hours)."""
-    if len(Z) > EXACT_KNN_ROWS and faiss_available():
-        neighbours = FaissNeighbours(Z, k, random_state).kneighbors(Z)
-        return _self_first(neighbours)
-    return NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(Z, return_distance=False)
-
-
-def _self_first(neighbours: np.ndarray) -> np.ndarray:
-    # An approximate search may miss a row itself, or place a duplicate first; callers
-    # drop column 0 as "self", so put each row there.
-    rows = np.arange(len(neighbours))
-    out = neighbours.copy()
-    missing = out == -1  # fewer than k found in the probed lists: self, which gets no edge
-    out[missing] = np.broadcast_to(rows[:, None], out.shape)[missing]
-    is_self = out == rows[:, None]
-    position = np.where(is_self.any(axis=1), is_self.argmax(axis=1), out.shape[1] - 1)
-    out[rows, position] = out[:, 0]
-    out[:, 0] = rows
-    return out
 
 
 def normalized_affinity(W: sp.csr_matrix) -> sp.csr_matrix:
@@ -176,8 +150,9 @@ PRIOR_FALLBACK = 0.5
 
 
 def _balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
-    weight = 1.0 / np.bincount(truth)[truth]
-    return float(np.sum(weight * (predicted == truth)) / np.sum(weight))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true"
+        return float(balanced_accuracy_score(truth, predicted))
 
 
 def _best_blend(
@@ -497,7 +472,7 @@ class GraphLabelSpreading(ClassifierMixin, BaseEstimator):
         """Probabilities (classes, then ``OTHER``) of new rows from their fitted neighbours."""
         Z = self.features_.transform(X)
         k = min(self.n_neighbors, len(self.embedding_))
-        distances, neighbours = NearestNeighbors(n_neighbors=k).fit(self.embedding_).kneighbors(Z)
+        distances, neighbours = exact_index(self.embedding_, k).kneighbors(Z)
         weights = np.clip(1.0 - distances**2 / 2.0, 0.0, None) ** self.gamma
         weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
         mass = np.einsum("nk,nkc->nc", weights, self.mass_[neighbours])

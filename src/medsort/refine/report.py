@@ -8,10 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from medsort.io.outputs import read_csv
-from medsort.io.readers import ReadOptions
 from medsort.refine.label import PREDICTIONS
 from medsort.refine.suggest import TO_LABEL
-from medsort.report.html import register_section
+from medsort.report.html import LABEL_PREDICTIONS, LABEL_SUGGESTIONS, register_section
 from medsort.report.thumbnails import figure, thumbnails_of
 from medsort.results import SortResult
 
@@ -26,7 +25,7 @@ def _read(out_dir: Path, name: str) -> pd.DataFrame | None:
     return read_csv(path, dtype={"path": str, "item": str})
 
 
-@register_section(60)
+@register_section(LABEL_SUGGESTIONS)
 def suggestions_section(result: SortResult, out_dir: Path) -> str:
     """The images ``medsort suggest`` proposes to label next."""
     table = _read(out_dir, TO_LABEL)
@@ -44,7 +43,7 @@ def suggestions_section(result: SortResult, out_dir: Path) -> str:
     )
 
 
-@register_section(65)
+@register_section(LABEL_PREDICTIONS)
 def predictions_section(result: SortResult, out_dir: Path) -> str:
     """Predicted classes: counts, the most confident images, and group disagreements."""
     table = _read(out_dir, PREDICTIONS)
@@ -79,7 +78,7 @@ def predictions_section(result: SortResult, out_dir: Path) -> str:
 
 
 def _thumbnails(result: SortResult, rows: pd.DataFrame) -> dict[tuple[str, str], str]:
-    options = ReadOptions(**result.run.get("read_options", {}))
+    options = result.run.read_options()
     return thumbnails_of(rows, result.source_path, options)
 
 

@@ -64,7 +64,7 @@ def page_data(
             for g, members in a.groupby("group", sort=True)
         ],
         "map_rows": _map_rows(len(a)),
-        "input_dir": str(result.run.get("input_dir", "")),
+        "input_dir": str(result.run.input_dir or ""),
     }
 
 
@@ -105,7 +105,7 @@ def shown_part(result: SortResult, rows: np.ndarray | None) -> SortResult:
 def run_id(result: SortResult) -> str:
     """Names the page's stored marks: the same sort keeps its marks across rebuilds."""
     run = result.run
-    token = f"{run.get('input_dir')}\0{len(result.assignments)}\0{run.get('encoder')}"
+    token = f"{run.input_dir}\0{len(result.assignments)}\0{run.encoder}"
     return hashlib.sha1(token.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 

@@ -9,7 +9,6 @@ can simply render it again; thumbnails are made once and reused.
 from __future__ import annotations
 
 import html
-import importlib
 import json
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsort.io.readers import ReadOptions
+from medsort.plugins import import_all, stage_modules
 from medsort.report.data import (
     MAX_MAP_POINTS,
     MAX_PAGE_ITEMS,
@@ -42,9 +42,24 @@ Section = Callable[[SortResult, Path], str]
 
 _SECTIONS: list[tuple[int, Section]] = []
 
+# Where each section stands on the page, top to bottom (a section's ``order``).
+AUDIT_WARNINGS = 10
+"""The audit's warnings, first: they change how everything below reads."""
+MAP = 40
+GROUP_NAMES = 45
+GROUPS = 50
+SLIDES = 60
+LABEL_SUGGESTIONS = 61
+AUDIT_DETAILS = 62
+BURNED_IN_TEXT = 63
+LABEL_PREDICTIONS = 65
+SKIPPED = 90
+
 
 def register_section(order: int) -> Callable[[Section], Section]:
-    """Add a section to every report; lower ``order`` comes first (groups are at 50)."""
+    """Add a section to every report; lower ``order`` comes first (one of the constants
+    above: :data:`GROUPS`, ...). Sections live in their stage's ``report`` module, found
+    by :func:`medsort.plugins.stage_modules`."""
 
     def add(section: Section) -> Section:
         _SECTIONS.append((order, section))
@@ -54,15 +69,6 @@ def register_section(order: int) -> Callable[[Section], Section]:
     return add
 
 
-# Stages after grouping contribute sections from these modules (each optional).
-SECTION_MODULES = (
-    "medsort.io.report",
-    "medsort.name.report",
-    "medsort.refine.report",
-    "medsort.audit.report",
-)
-
-
 def write_report(out_dir: Path, progress: bool = False) -> Path:
     """Render ``OUT_DIR/report.html`` (and its ``thumbs/``) from what the folder holds.
 
@@ -70,7 +76,7 @@ def write_report(out_dir: Path, progress: bool = False) -> Path:
     """
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
-    _import_section_modules()
+    import_all(stage_modules("report"))
     shown = shown_part(result, page_rows(result.assignments))
     store = ThumbnailStore(out_dir, read_options(result))
     thumbs = store.build(shown.assignments, result.source_path, progress=progress)
@@ -89,15 +95,6 @@ def write_report(out_dir: Path, progress: bool = False) -> Path:
     partial.write_text(_page(result, body, data), encoding="utf-8")
     os.replace(partial, target)
     return target
-
-
-def _import_section_modules() -> None:
-    for module in SECTION_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as error:
-            if error.name != module:  # the module exists but something it needs is missing
-                raise
 
 
 def color(group: int) -> str:
@@ -151,9 +148,9 @@ def _page(result: SortResult, body: str, data: dict) -> str:
     run = result.run
     n_items = len(result.assignments)
     summary = (
-        f"{n_items} images from <code>{html.escape(str(run.get('input_dir', '')))}</code> "
-        f"in {run.get('n_modality_groups', '?')} modality group(s) and "
-        f"{run.get('n_groups', '?')} group(s); encoder <code>{html.escape(run.get('encoder', ''))}"
+        f"{n_items} images from <code>{html.escape(_known(run.input_dir, ''))}</code> "
+        f"in {_known(run.n_modality_groups)} modality group(s) and "
+        f"{_known(run.n_groups)} group(s); encoder <code>{html.escape(_known(run.encoder, ''))}"
         f"</code>; {len(result.skipped)} file(s) skipped."
     )
     return f"""<!DOCTYPE html>
@@ -168,7 +165,7 @@ def _page(result: SortResult, body: str, data: dict) -> str:
 {body}
 </main>
 {_VIEWER}
-<footer>medsort {html.escape(str(run.get("medsort_version", "")))} · this page works offline;
+<footer>medsort {html.escape(_known(run.medsort_version, ""))} · this page works offline;
 marks stay in this browser until you download them.</footer>
 <noscript><p class="warning">Turn on JavaScript to browse the images and mark them.</p></noscript>
 <script type="application/json" id="medsort-data">{_json_for_script(data)}</script>
@@ -210,7 +207,7 @@ _VIEWER = """<div id="viewer" hidden role="dialog" aria-modal="true" aria-label=
 </div></div>"""
 
 
-@register_section(50)
+@register_section(GROUPS)
 def groups_section(result: SortResult, out_dir: Path) -> str:
     """Every image of every group, paged, most typical first (drawn by the page script)."""
     sampled = (
@@ -228,7 +225,7 @@ def groups_section(result: SortResult, out_dir: Path) -> str:
     )
 
 
-@register_section(40)
+@register_section(MAP)
 def map_section(result: SortResult, out_dir: Path) -> str:
     """A 2D map of all images (a sample above ``MAX_MAP_POINTS``), coloured by group."""
     if result.assignments.empty:
@@ -251,7 +248,7 @@ def map_section(result: SortResult, out_dir: Path) -> str:
     )
 
 
-@register_section(90)
+@register_section(SKIPPED)
 def skipped_section(result: SortResult, out_dir: Path) -> str:
     """Files that could not be used, with the reason."""
     if result.skipped.empty:
@@ -268,5 +265,9 @@ def skipped_section(result: SortResult, out_dir: Path) -> str:
 
 def read_options(result: SortResult) -> ReadOptions:
     """The read options the sort used (from ``run.json``)."""
-    saved = result.run.get("read_options", {})
-    return ReadOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    return result.run.read_options()
+
+
+def _known(value: object, unknown: str = "?") -> str:
+    """``value`` as text, ``unknown`` where ``run.json`` did not say."""
+    return unknown if value is None else str(value)
