@@ -34,7 +34,7 @@ from medsort.audit.shortcuts import (
     utility,
 )
 from medsort.embed.cache import keep_mask
-from medsort.io import appearance
+from medsort.io import appearance, signatures
 from medsort.io.outputs import write_csv, write_text
 from medsort.io.readers import ReadOptions
 from medsort.results import SortResult
@@ -790,33 +790,52 @@ def _label_message(
 
 
 def _pixel_rows(result: SortResult, settings: AuditSettings) -> hygiene.PixelPass | None:
-    """One re-read per file through the readers, spread to rows (``None`` when not asked).
+    """The pixel measures of every row (``None`` when not asked).
 
-    Rows of multi-item files (slices, frames, tiles) get NaN statistics and zero
-    descriptors: only their first item is re-read, so per-row values would be wrong.
-    Appearance is measured here only for output folders written before the embed stage
-    recorded it.
+    They come from the signatures the read pass recorded (``signatures.npz``), so a sort's
+    audit decodes no image; folders sorted before they were recorded are re-read once per
+    file through the readers (:func:`hygiene.pixel_pass`). Either way, rows of multi-item
+    files (slices, frames, tiles) get NaN statistics and zero descriptors, as the re-read
+    measures only their first item. Appearance is measured here only for output folders
+    written before the embed stage recorded it.
     """
     if not settings.quality or len(result.assignments) == 0:
         return None
+    missing = not set(appearance.NAMES) <= set(result.items.columns)
+    if result.signatures and not missing:
+        read = _recorded_pixels(result)
+    else:
+        read = _reread_pixels(result, with_appearance=missing)
+    assignments = result.assignments
+    multi = assignments["path"].duplicated(keep=False).to_numpy()
+    read.stats.loc[multi] = np.nan
+    read.descriptors[multi], read.hashes[multi] = 0.0, 0
+    if read.appearance is not None:
+        read.appearance.loc[multi] = np.nan
+    return read
+
+
+def _recorded_pixels(result: SortResult) -> hygiene.PixelPass:
+    stats, descriptors, hashes = signatures.unpack(result.signatures)
+    frame = pd.DataFrame(stats, columns=["mean", "std", "entropy"])
+    return hygiene.PixelPass(frame, descriptors.copy(), hashes.copy(), None)
+
+
+def _reread_pixels(result: SortResult, with_appearance: bool) -> hygiene.PixelPass:
+    """One re-read per file through the readers, spread to rows."""
     assignments = result.assignments
     unique = list(dict.fromkeys(assignments["path"]))
-    missing = not set(appearance.NAMES) <= set(result.items.columns)
     options = ReadOptions(**result.run.get("read_options", {}))
     read = hygiene.pixel_pass(
-        [result.source_path(p) for p in unique], options, with_appearance=missing
+        [result.source_path(p) for p in unique], options, with_appearance=with_appearance
     )
     position = {path: i for i, path in enumerate(unique)}
     rows = np.array([position[p] for p in assignments["path"]])
-    multi = assignments["path"].duplicated(keep=False).to_numpy()
     stats = read.stats.iloc[rows].reset_index(drop=True)
-    stats.loc[multi] = np.nan
     descriptors, hashes = read.descriptors[rows], read.hashes[rows]
-    descriptors[multi], hashes[multi] = 0.0, 0
     table = None
     if read.appearance is not None:
         table = read.appearance.iloc[rows].reset_index(drop=True)
-        table.loc[multi] = np.nan
     return hygiene.PixelPass(stats, descriptors, hashes, table)
 
 
