@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from medsort.audit import load_audit
+from medsort.embed.cache import default_cache_dir
 from medsort.embed.registry import Encoder
 from medsort.io.outputs import write_csv
 from medsort.io.readers import ReadOptions
@@ -145,11 +146,20 @@ def _sort_into(
         truth_csv=truth_csv,
         export=export,
         say=None if quiet else _say,
+        shared_thumbs=shared_thumbs(cache_dir),
     )
     if not quiet:
         findings = (load_audit(out_dir) or {}).get("findings", []) if audit else []
         print(summary(result, out_dir, findings))
     return out_dir
+
+
+def shared_thumbs(cache_dir: Path | str | None) -> Path | None:
+    """``thumbs/`` beside the embedding cache (``None`` without a cache): the report's
+    thumbnails, shared by every output folder."""
+    if cache_dir is None:
+        return None
+    return (default_cache_dir() if cache_dir == "default" else Path(cache_dir)) / "thumbs"
 
 
 def _say(message: str) -> None:

@@ -275,7 +275,7 @@ def near_duplicate_table(
     keep = paths[a] != paths[b]
     keep &= ~((file_hashes[a] == file_hashes[b]) & (file_hashes[a] != ""))
     a, b = a[keep], b[keep]
-    cosine = np.einsum("ij,ij->i", x[a], x[b]) if len(a) else np.zeros(0)
+    cosine = row_dots(x, a, b)
     votes = {"embedding": cosine >= thresholds["cosine"]}
     correlation = np.full(len(a), np.nan)
     distance = np.full(len(a), -1, dtype=np.int64)
@@ -305,6 +305,15 @@ def near_duplicate_table(
         columns=columns,
     )
     return table.sort_values(["signals", "cosine"], ascending=False).reset_index(drop=True)
+
+
+def row_dots(x: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``x[a[i]] · x[b[i]]`` for every pair, in blocks (no two ``len(a) × d`` copies)."""
+    out = np.zeros(len(a), dtype=x.dtype if len(a) else np.float64)
+    for start in range(0, len(a), block):
+        rows = slice(start, start + block)
+        out[rows] = np.einsum("ij,ij->i", x[a[rows]], x[b[rows]])
+    return out
 
 
 def _first_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

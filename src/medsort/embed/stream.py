@@ -159,8 +159,7 @@ def cache_token(options: ReadOptions, views: bool = True) -> str:
     """Reader options plus the versions of what is stored with each item: the appearance
     attributes, the pixel signatures and (``views``) the hand-crafted views."""
     token = (
-        f"{options.cache_token()};appearance={appearance.VERSION}"
-        f";signatures={signatures.VERSION}"
+        f"{options.cache_token()};appearance={appearance.VERSION};signatures={signatures.VERSION}"
     )
     return f"{token};{views_token()}" if views else token
 
