@@ -139,7 +139,8 @@ def pack(signatures: list[Signature]) -> dict[str, np.ndarray]:
 def unpack(packed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(stats (n, 3) float64, descriptors (n, 256) float32, hashes (n, 8) uint64)``."""
     pair = np.asarray(packed["stats"])
-    stats = pair[:, :3].astype(np.float64) + pair[:, 3:].astype(np.float64)
+    high, low = pair[:, :3].astype(np.float64), pair[:, 3:].astype(np.float64)
+    stats = np.where(low == 0, high, high + low)  # keeps the sign of -0.0
     descriptors = np.ascontiguousarray(packed["descriptors"], dtype=np.float32)
     words = np.ascontiguousarray(packed["hashes"]).astype("<u2")
     hashes = words.view("<u8").astype(np.uint64).reshape(-1, N_ORIENTATIONS)
