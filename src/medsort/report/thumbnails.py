@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +36,8 @@ THUMB_SIZE = 112
 PREVIEW_SIZE = 256
 """Side of the cached thumbnails: sharp in the grid, and the large view's image."""
 THUMB_DIR = "thumbs"
+THREADS = 2
+"""Files read and written at once when thumbnails are made."""
 INDEX = "index.json"
 """``thumbs/index.json``: which thumbnail each ``path``/``item`` got last."""
 
@@ -222,16 +225,23 @@ class ThumbnailStore:
         by_path: dict[str, set[str]] = {}
         for path, item in keys:
             by_path.setdefault(path, set()).add(item)
-        for n, (path, items) in enumerate(by_path.items(), 1):
+
+        def make_file(path: str, items: set[str]) -> int:
             found = 0
             for item, image in _read_items(source_path(path), items, self.options):
                 _write_jpeg(image, self.size, self.folder / names[(path, item)])
                 self._give_shared(names[(path, item)])
                 found += 1
-            self.n_read_ += found
-            self.n_failed_ += len(items) - found
-            if progress and (n % 500 == 0 or n == len(by_path)):
-                print(f"thumbnails: {n}/{len(by_path)} files", file=sys.stderr, flush=True)
+            return found
+
+        # Pillow decodes, resizes and encodes without the GIL: files in parallel threads.
+        with ThreadPoolExecutor(THREADS) as pool:
+            counts = pool.map(make_file, by_path.keys(), by_path.values())
+            for n, (found, items) in enumerate(zip(counts, by_path.values(), strict=True), 1):
+                self.n_read_ += found
+                self.n_failed_ += len(items) - found
+                if progress and (n % 500 == 0 or n == len(by_path)):
+                    print(f"thumbnails: {n}/{len(by_path)} files", file=sys.stderr, flush=True)
 
     def _prune(self, keep: set[str]) -> None:
         for path in self.folder.glob("*.jpg"):
