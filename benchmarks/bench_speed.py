@@ -17,6 +17,9 @@ aside).
 
     python benchmarks/bench_speed.py --before /work/main
     python benchmarks/bench_speed.py --before /work/main --set dermoscopy --rounds 2
+
+Last, ``--per-image`` images (this checkout, one thread) give the CPU ms per image of each
+step of the read pass: hash, decode, resize, appearance, views, signatures, inference.
 """
 
 from __future__ import annotations
@@ -97,6 +100,43 @@ def same_outputs(a: Path, b: Path) -> str:
     )
 
 
+def per_image(folder: Path, count: int) -> dict[str, float]:
+    """CPU ms per image of each step of the read pass, one thread, this checkout."""
+    sys.path.insert(0, str(REPO / "src"))
+    from medsort.embed.cache import content_hash
+    from medsort.embed.registry import create_encoder
+    from medsort.embed.views import compute_views
+    from medsort.io import ReadOptions, appearance, scan_folder, signatures
+    from medsort.io.readers import read_file
+    from medsort.preprocess import to_model_input, to_tensor_batch
+
+    def cpu_ms(function) -> float:  # noqa: ANN001
+        started = time.process_time()
+        function()
+        return (time.process_time() - started) / len(files) * 1000
+
+    files = scan_folder(folder)[:count]
+    encoder = create_encoder("efficientnet_lite0", device="cpu")
+    options = ReadOptions(draft_size=2 * encoder.config.size)
+    read_file(files[0], options)
+    row = {"hash": cpu_ms(lambda: [content_hash(f) for f in files])}
+    images = []
+    row["decode (draft)"] = cpu_ms(lambda: images.extend(read_file(f, options)[0] for f in files))
+    inputs: list = []
+    row["resize"] = cpu_ms(
+        lambda: inputs.extend(to_model_input(i.rgb(), encoder.config) for i in images)
+    )
+    row["appearance"] = cpu_ms(lambda: [appearance.appearance(i) for i in images])
+    row["views"] = cpu_ms(lambda: [compute_views(i.rgb()) for i in images])
+    row["signatures"] = cpu_ms(lambda: [signatures.signature(i.pixels) for i in images])
+    batches = [
+        to_tensor_batch(inputs[i : i + 32], encoder.config) for i in range(0, len(inputs), 32)
+    ]
+    encoder.embed(batches[0])
+    row["inference (onnx)"] = cpu_ms(lambda: [encoder.embed(b) for b in batches])
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="checkout of the old code")
@@ -106,6 +146,9 @@ def main() -> None:
     parser.add_argument("--python", default=sys.executable, help="interpreter for this checkout")
     parser.add_argument("--set", default="lung-histology", help="folder of ../shared/data")
     parser.add_argument("--rounds", type=int, default=1, help="repetitions (medians printed)")
+    parser.add_argument(
+        "--per-image", type=int, default=128, help="images for the read-pass breakdown (0: none)"
+    )
     args = parser.parse_args()
     before_python = args.before_python or str(args.before / ".venv" / "bin" / "python")
     folder = DATA / args.set / "images"
@@ -150,6 +193,10 @@ def main() -> None:
         for kind in ("cold", "cached"):
             outs = [rows[(kind, name)][0]["out"] for name in ("before", "after")]
             print(f"# {kind}: {same_outputs(*outs)}")
+    if args.per_image:
+        steps = per_image(folder, args.per_image)
+        print(f"# read pass, CPU ms per image ({args.per_image} images, one thread, after):")
+        print("# " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
 
 
 if __name__ == "__main__":
