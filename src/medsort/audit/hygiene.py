@@ -104,7 +104,11 @@ def normalise(embeddings: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_neighbours(x: np.ndarray, k: int, exact_limit: int = 20_000, block: int = 512):
+EXACT_LIMIT = 20_000
+"""Rows up to which neighbours are searched exactly (faiss HNSW above)."""
+
+
+def nearest_neighbours(x: np.ndarray, k: int, exact_limit: int = EXACT_LIMIT, block: int = 512):
     """Cosine similarities and indices of the ``k`` nearest other rows of ``x`` (normalised).
 
     Exact search in blocks of ``block`` rows (memory ``block × n``, never ``n × n``) up to

@@ -11,6 +11,7 @@ records between them.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from medsort.audit import explain, findings, inputs, scoring, stability
+from medsort.audit import explain, findings, hygiene, inputs, scoring, stability
 from medsort.audit.attributes import align_metadata, collect_attributes, read_table
 from medsort.audit.hygiene_checks import hygiene_checks, label_conflicts
 from medsort.audit.messages import group_contrast  # noqa: F401  (re-exported)
@@ -90,13 +91,21 @@ def audit_folder(
     """The audit of an output folder as a typed record (nothing written); see
     :func:`run_audit`."""
     settings = settings or AuditSettings()
-    with threadpool_limits(limits=1), _faiss_threads(1):
-        return _audit(Path(out_dir), metadata_csv, truth_csv, settings)
+    clock = time.perf_counter()
+    result = SortResult.load(Path(out_dir))
+    loaded = time.perf_counter() - clock
+    with threadpool_limits(limits=1), _faiss_threads(1, len(result.assignments)):
+        return _audit(result, metadata_csv, truth_csv, settings, loaded)
 
 
 @contextmanager
-def _faiss_threads(n: int) -> Iterator[None]:
-    """Small problems run faster on one thread, and the CPUs are often shared."""
+def _faiss_threads(n: int, n_rows: int) -> Iterator[None]:
+    """Small problems run faster on one thread, and the CPUs are often shared. Up to
+    :data:`~medsort.audit.hygiene.EXACT_LIMIT` rows nothing in the audit uses faiss, so
+    it is not even imported (70-150 ms)."""
+    if n_rows <= hygiene.EXACT_LIMIT and "faiss" not in sys.modules:
+        yield
+        return
     try:
         import faiss
     except ImportError:  # pragma: no cover
@@ -143,14 +152,14 @@ NO_STABILITY: dict[str, Any] = {"per_group": {}, "unstable": [], "overall": None
 
 
 def _audit(
-    out_dir: Path,
+    result: SortResult,
     metadata_csv: Path | str | None,
     truth_csv: Path | str | None,
     settings: AuditSettings,
+    loaded_s: float = 0.0,
 ) -> AuditResult:
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    result = SortResult.load(out_dir)
+    clock = time.perf_counter() - loaded_s
     hashes = inputs.row_hashes(result)
     groups = result.assignments["group"].to_numpy()
     timings["load+hash"] = time.perf_counter() - clock
