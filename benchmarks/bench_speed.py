@@ -10,8 +10,7 @@ the same machine load:
 
 Printed per run: wall seconds, images/s, CPU seconds of the child (user + system), and
 the stage breakdown (``run.json``'s read+embed and group, ``audit.json``'s audit stages,
-the rest: interpreter start, imports, saving, report and thumbnails; "after" runs the
-stability reruns beside the other audit steps, so only what outlasts them is counted).
+the rest: interpreter start, imports, saving, report and thumbnails).
 Then whether both versions wrote the same ``assignments.csv`` and ``audit.json`` (timings
 aside).
 
@@ -66,22 +65,12 @@ def run_sort(checkout: Path, python: str, folder: Path, out: Path, cache: Path, 
     return {"wall": wall, "cpu": cpu, "n": run["n_items"], "run": run["timings_s"], "audit": audit}
 
 
-def stages(row: dict, beside: bool) -> str:
-    """Stage seconds; ``beside``: the audit's stability reruns ran in a second thread
-    while its other steps ran, so only the part that outlasted them adds to the wall."""
-    run, audit = row["run"], dict(row["audit"])
+def stages(row: dict) -> str:
+    run, audit = row["run"], row["audit"]
     parts = dict(run)
     parts.update({f"audit:{k}": v for k, v in audit.items()})
-    stability = audit.pop("stability", 0.0)
-    audit_wall = sum(audit.values())
-    audit_wall += (
-        max(0.0, stability - audit.get("attributes", 0) - audit.get("hygiene", 0))
-        if beside
-        else stability
-    )
-    parts["rest"] = row["wall"] - sum(run.values()) - audit_wall
-    text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
-    return text + (" (stability beside)" if beside and stability else "")
+    parts["rest"] = row["wall"] - sum(run.values()) - sum(audit.values())
+    return ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
 
 
 def same_outputs(a: Path, b: Path) -> str:
@@ -172,7 +161,7 @@ def main() -> None:
                     print(
                         f"{kind:18s} {name:6s} wall {row['wall']:6.2f} s  "
                         f"{row['n'] / row['wall']:6.1f} img/s  cpu {row['cpu']:6.2f} s | "
-                        f"{stages(row, beside=name == 'after')}",
+                        f"{stages(row)}",
                         flush=True,
                     )
         print(f"# load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())}")

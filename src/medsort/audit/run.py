@@ -12,7 +12,6 @@ records between them.
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,35 +118,6 @@ def _faiss_threads(n: int, n_rows: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-class _Background:
-    """Run ``function`` in a thread while the caller goes on; :meth:`result` waits."""
-
-    def __init__(self, function: Any) -> None:
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self.seconds = 0.0
-
-        def target() -> None:
-            started = time.perf_counter()
-            try:
-                self._value = function()
-            except BaseException as error:  # re-raised in the caller's thread
-                self._error = error
-            self.seconds = time.perf_counter() - started
-
-        self._thread = threading.Thread(target=target, daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
 NO_STABILITY: dict[str, Any] = {"per_group": {}, "unstable": [], "overall": None, "n_runs": 0}
 
 
@@ -162,41 +132,9 @@ def _audit(
     clock = time.perf_counter() - loaded_s
     hashes = inputs.row_hashes(result)
     groups = result.assignments["group"].to_numpy()
+    modality = result.assignments["modality_group"].to_numpy()
     timings["load+hash"] = time.perf_counter() - clock
 
-    # The stability reruns need nothing else of the audit: they run beside it.
-    reruns = None
-    if settings.stability_runs > 0:
-        reruns = _Background(
-            lambda: stability.group_stability(
-                result.embeddings,
-                groups,
-                n_clusters=result.run.get("n_clusters"),
-                n_runs=settings.stability_runs,
-                random_state=settings.random_state,
-                n_threads=1,
-            )
-        )
-
-    try:
-        return _audit_beside(result, hashes, reruns, metadata_csv, truth_csv, settings, timings)
-    finally:
-        if reruns is not None:  # never left running after an error
-            reruns.join()
-
-
-def _audit_beside(
-    result: SortResult,
-    hashes: list[str],
-    reruns: _Background | None,
-    metadata_csv: Path | str | None,
-    truth_csv: Path | str | None,
-    settings: AuditSettings,
-    timings: dict[str, float],
-) -> AuditResult:
-    """Everything but loading, while the stability reruns go on in ``reruns``."""
-    groups = result.assignments["group"].to_numpy()
-    modality = result.assignments["modality_group"].to_numpy()
     clock = time.perf_counter()
     pixels = inputs.pixel_rows(result, settings)
     items = result.items
@@ -223,6 +161,19 @@ def _audit_beside(
     timings["attributes"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    stable = dict(NO_STABILITY)
+    if settings.stability_runs > 0:
+        stable = stability.group_stability(
+            result.embeddings,
+            groups,
+            n_clusters=result.run.get("n_clusters"),
+            n_runs=settings.stability_runs,
+            random_state=settings.random_state,
+        )
+    flagged += findings.stability_findings(stable)
+    timings["stability"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
     hygiene_tables, hygiene_summary = hygiene_checks(result, hashes, pixels, settings)
     if labels is not None:
         hygiene_summary["label_conflicts"] = label_conflicts(
@@ -230,11 +181,6 @@ def _audit_beside(
         )
     timings["hygiene"] = time.perf_counter() - clock
 
-    stable = NO_STABILITY if reruns is None else reruns.result()
-    timings["stability"] = reruns.seconds if reruns is not None else 0.0
-    order = ("load+hash", "pixels", "attributes", "stability", "hygiene")
-    timings = {name: timings[name] for name in order}
-    flagged += findings.stability_findings(stable)
     flagged += findings.hygiene_findings(hygiene_summary)
 
     return AuditResult(

@@ -10,7 +10,6 @@ time; below :data:`UNSTABLE` it is more a cut through a continuum than a group.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,6 @@ def group_stability(
     n_runs: int = 5,
     fraction: float = 0.8,
     random_state: int = 0,
-    n_threads: int = 2,
 ) -> dict[str, Any]:
     """Mean best-match Jaccard of every group over ``n_runs`` subsampled reruns.
 
@@ -56,8 +54,6 @@ def group_stability(
         Share of the rows in each subsample.
     random_state : int
         Seed of the subsamples and reruns.
-    n_threads : int
-        Reruns fitted at once (the result does not depend on it).
 
     Returns
     -------
@@ -74,18 +70,11 @@ def group_stability(
     if len(ids) < 2 or size < 20:
         return {"per_group": {}, "unstable": [], "overall": None, "n_runs": 0}
     rng = np.random.default_rng(random_state)
-    subsamples = [np.sort(rng.choice(n, size=size, replace=False)) for _ in range(n_runs)]
-
-    def rerun(run: int) -> np.ndarray:
-        model = TwoLevelGrouper(n_clusters=n_clusters, random_state=random_state + run + 1)
-        return model.fit(embeddings[subsamples[run]]).labels_
-
-    # The reruns are independent (own subsample, own seed): threads give the same labels
-    # as one after the other, and k-means, the silhouettes and BLAS release the GIL.
-    with ThreadPoolExecutor(max(1, min(n_threads, n_runs))) as pool:
-        reruns = list(pool.map(rerun, range(n_runs)))
     scores = {int(g): [] for g in ids}
-    for rows, labels in zip(subsamples, reruns, strict=True):
+    for run in range(n_runs):
+        rows = np.sort(rng.choice(n, size=size, replace=False))
+        model = TwoLevelGrouper(n_clusters=n_clusters, random_state=random_state + run + 1)
+        labels = model.fit(embeddings[rows]).labels_
         for g in ids:
             members = groups[rows] == g
             if members.any():
