@@ -287,3 +287,13 @@ def test_window_filters_equal_scipy() -> None:
                 assert np.array_equal(
                     _max_filter(x, size), ndimage.maximum_filter(x, size, mode="nearest")
                 )
+
+
+def test_grey_equals_numpy_mean() -> None:
+    from medsort.io.appearance import grey
+
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1, 3), (33, 17, 3), (160, 160, 3)]:
+        x = (rng.random(shape) * 255).astype(np.float32)
+        assert np.array_equal(grey(x), x.mean(axis=2))
+    assert np.array_equal(grey(np.ones((4, 4, 4), np.float32)), np.ones((4, 4), np.float32))

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import fft, ndimage
 
-from medsort.io.appearance import downsample
+from medsort.io.appearance import downsample, grey
 
 VERSION = 1
 """Bumped whenever a value changes meaning; part of the embedding cache key."""
@@ -50,7 +50,7 @@ class Signature:
 def signature(pixels: np.ndarray) -> Signature:
     """:class:`Signature` of display pixels (``(h, w)`` or ``(h, w, 3)``, uint8)."""
     small = downsample(pixels, QUALITY_SIDE)
-    gray = small.mean(axis=2) if small.ndim == 3 else small
+    gray = grey(small) if small.ndim == 3 else small
     levels = np.clip(np.round(gray), 0, 255).astype(np.int64)
     p = np.bincount(levels.ravel(), minlength=256) / levels.size
     p = p[p > 0]
