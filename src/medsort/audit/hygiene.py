@@ -11,9 +11,12 @@
   :func:`calibrate_near_threshold`).
 * Outliers: mean cosine distance to the ``k`` nearest neighbours, flagged when its robust
   z-score (median / MAD) is above ``z``.
-* Quality: one re-read of each file through medsort's readers (so 16-bit, DICOM and
-  NIfTI pixels are display intensities) gives brightness, contrast and entropy; blank,
-  very dark or bright, low-information and odd-size images are flagged.
+* Quality: brightness, contrast and entropy of a greyscale copy of the display pixels
+  (so 16-bit, DICOM and NIfTI pixels are display intensities); blank, very dark or bright,
+  low-information and odd-size images are flagged.
+
+The pixel measures (:mod:`medsort.io.signatures`) are recorded in the read pass; files are
+re-read here (:func:`pixel_pass`) only for output folders sorted before that.
 """
 
 from __future__ import annotations
