@@ -107,3 +107,28 @@ def test_recorded_audit_equals_reread_audit_on_real_sets(name: str, tmp_path: Pa
     audit = _assert_recorded_equals_reread(folder, tmp_path)
     if name == "lung-histology":
         assert audit["hygiene"]["near_duplicates"]["n_by_pixels"] > 0
+
+
+def test_batched_phashes_equal_one_orientation_at_a_time(demo_images: Path) -> None:
+    """The batched DCT gives the hashes of the plain per-orientation loop (real images)."""
+    from scipy import fft
+
+    def reference(content: np.ndarray) -> np.ndarray:
+        square = np.asarray(
+            Image.fromarray(content.astype(np.float32)).resize((32, 32), Image.BOX),
+            dtype=np.float64,
+        )
+        out = np.zeros(8, dtype=np.uint64)
+        weights = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+        for i, variant in enumerate(signatures.dihedral(square)):
+            low = fft.dctn(variant, norm="ortho")[:8, :8].ravel()
+            bits = low > np.median(low[1:])
+            out[i] = np.bitwise_or.reduce(weights[bits]) if bits.any() else np.uint64(0)
+        return out
+
+    for path in sorted(demo_images.glob("*.png")):
+        gray = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+        content = signatures.content_image(gray)
+        assert np.array_equal(signatures.dihedral_phashes(content), reference(content))
+    flat = np.zeros((64, 64), np.float32)
+    assert np.array_equal(signatures.dihedral_phashes(flat), reference(flat))
