@@ -17,6 +17,7 @@ from medsort.results import SortResult
 
 
 def row_hashes(result: SortResult) -> list[str]:
+    """Content hash of each row's source file (``""`` where it cannot be read now)."""
     if "hash" in result.items.columns:  # recorded by the embed stage
         return result.items["hash"].astype(str).tolist()
     paths = result.assignments["path"].tolist()
@@ -55,7 +56,11 @@ def pixel_rows(result: SortResult, settings: AuditSettings) -> hygiene.PixelPass
     if not settings.quality or len(result.assignments) == 0:
         return None
     missing = not set(appearance.NAMES) <= set(result.items.columns)
-    if result.signatures and not missing:
+    n_rows = len(result.assignments)
+    recorded = set(signatures.NAMES) <= set(result.signatures) and all(
+        len(array) == n_rows for array in result.signatures.values()
+    )
+    if recorded and not missing:
         read = recorded_pixels(result)
     else:
         read = reread_pixels(result, with_appearance=missing)
@@ -69,6 +74,7 @@ def pixel_rows(result: SortResult, settings: AuditSettings) -> hygiene.PixelPass
 
 
 def recorded_pixels(result: SortResult) -> hygiene.PixelPass:
+    """The signatures of ``signatures.npz`` as a :class:`hygiene.PixelPass`."""
     stats, descriptors, hashes = signatures.unpack(result.signatures)
     frame = pd.DataFrame(stats, columns=["mean", "std", "entropy"])
     return hygiene.PixelPass(frame, descriptors.copy(), hashes.copy(), None)
