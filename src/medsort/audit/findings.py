@@ -198,6 +198,7 @@ def grouping_verdict(
 
 
 def verdict_findings(verdict: GroupingVerdict) -> list[Finding]:
+    """The warning of an ``appearance`` grouping verdict (none otherwise)."""
     if verdict.verdict != "appearance":
         return []
     return [
@@ -216,12 +217,15 @@ def verdict_findings(verdict: GroupingVerdict) -> list[Finding]:
 
 
 def stability_findings(stable: dict[str, Any]) -> list[Finding]:
+    """A note naming the unstable groups (none when every group came back)."""
     if not stable.get("unstable"):
         return []
     return [Finding("note", "stability", messages.stability_message(stable))]
 
 
 def hygiene_findings(summary: dict[str, Any]) -> list[Finding]:
+    """One finding per hygiene check that found something: label conflicts and exact
+    copies are warnings, near duplicates, outliers and quality flags notes."""
     findings = []
     if summary.get("label_conflicts"):
         message = messages.label_conflicts_message(summary["label_conflicts"])

@@ -21,6 +21,8 @@ def hygiene_checks(
     pixels: hygiene.PixelPass | None,
     settings: AuditSettings,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Every hygiene check of a sort: the CSV tables by file name, and the summary of
+    ``audit.json`` (``hygiene``)."""
     assignments = result.assignments
     paths, items = assignments["path"].tolist(), assignments["item"].tolist()
     exact = hygiene.exact_duplicates(paths, items, hashes)
@@ -107,6 +109,7 @@ def quality_table(result: SortResult, pixels: hygiene.PixelPass | None) -> pd.Da
 
 
 def quality_summary(quality: pd.DataFrame, settings: AuditSettings) -> dict[str, Any]:
+    """``audit.json``'s ``hygiene.quality``: flagged items, counts by flag, items read."""
     if quality.empty:
         return {"n_items": 0, "by_flag": {}, "n_read": 0}
     flags = quality["flags"]

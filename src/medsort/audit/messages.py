@@ -56,6 +56,7 @@ def groups_message(
     has_truth: bool,
     modality: np.ndarray | None = None,
 ) -> str:
+    """Why the groups follow a file, path, DICOM or metadata attribute."""
     name = attribute.name.replace("_", " ")
     contrast = group_contrast(attribute, groups, modality=modality)
     if contrast is None:
@@ -94,6 +95,7 @@ def groups_message(
 def label_message(
     attribute: Attribute, row: dict[str, Any], scores: dict[str, Any], verdict: str
 ) -> str:
+    """Why an attribute that goes with the labels is a confound or a likely shortcut."""
     name = attribute.name.replace("_", " ")
     if verdict == "confound":
         return (
@@ -172,6 +174,7 @@ def verdict_message(verdict: GroupingVerdict) -> str:
 
 
 def stability_message(stable: dict[str, Any]) -> str:
+    """Which groups did not come back in the reruns."""
     ids = ", ".join(str(g) for g in stable["unstable"])
     return (
         f"Group(s) {ids} did not come back when the grouping was rerun on subsamples "
@@ -181,6 +184,7 @@ def stability_message(stable: dict[str, Any]) -> str:
 
 
 def class_looks_message(parts: str) -> str:
+    """The note that the true classes differ in how their images look."""
     return (
         f"The true classes differ in how their images look: {parts}. This may be how "
         "the conditions look, or how their images were taken; none of it alone tells "
@@ -189,6 +193,7 @@ def class_looks_message(parts: str) -> str:
 
 
 def label_conflicts_message(n: int) -> str:
+    """The warning for near-identical pairs filed under two labels."""
     return (
         f"{n} pairs of nearly identical images carry different labels: the same picture "
         "may be filed under two conditions. See near_duplicates.csv."
@@ -196,6 +201,7 @@ def label_conflicts_message(n: int) -> str:
 
 
 def exact_duplicates_message(exact: dict[str, Any]) -> str:
+    """The warning for byte-identical files."""
     return (
         f"{exact['n_items']} files are byte-identical copies "
         f"({exact['n_sets']} sets; {exact['n_removable']} could be dropped): "
@@ -204,6 +210,7 @@ def exact_duplicates_message(exact: dict[str, Any]) -> str:
 
 
 def near_duplicates_message(near: dict[str, Any]) -> str:
+    """The note for near-identical pairs, with the signals that agreed."""
     return (
         f"{near['n_pairs']} pairs of images look nearly identical ({near['n_items']} "
         f"images), each confirmed by at least {near['min_signals']} independent "
@@ -216,6 +223,7 @@ def near_duplicates_message(near: dict[str, Any]) -> str:
 
 
 def outliers_message(n: int) -> str:
+    """The note for images far from every other."""
     return (
         f"{n} images are far from every other image: "
         "see outliers.csv (wrong modality, corrupt or unusual images)."
@@ -223,5 +231,6 @@ def outliers_message(n: int) -> str:
 
 
 def quality_message(by_flag: dict[str, int]) -> str:
+    """The note listing the image-quality flags and their counts."""
     detail = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in by_flag.items())
     return f"Image-quality flags: {detail}; see quality.csv."

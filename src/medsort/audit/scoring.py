@@ -37,6 +37,14 @@ def audit_attributes(
     labels: np.ndarray | None,
     settings: AuditSettings,
 ) -> list[dict[str, Any]]:
+    """One row of scores per attribute (the ``attributes`` list of ``audit.json``).
+
+    Detectability from a cross-validated image model of the attribute; utility, and
+    detectability beyond the target, for the groups (within modality groups) and, given
+    ``labels``, for the labels; q-values over every test; a verdict per target. The
+    permutations draw from one generator seeded with ``settings.random_state``, in this
+    order, so the same folder gives the same numbers.
+    """
     rng = np.random.default_rng(settings.random_state)
     features = image_features(result.embeddings, random_state=settings.random_state)
     groups = codes_of(result.assignments["group"].to_numpy())
