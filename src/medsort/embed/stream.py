@@ -4,6 +4,9 @@ Decoding runs in background threads while the model works on the previous batch 
 decoders and resizers, and ONNX Runtime, release the GIL, so threads use every core);
 a bounded queue keeps memory flat however many images (or slide tiles) there are.
 JPEGs are decoded at the smallest DCT scale that keeps twice the encoder's input size.
+The decoding threads also measure each item's appearance attributes, hand-crafted views
+and the audit's pixel signatures (:mod:`medsort.io.signatures`), all cached with the
+embedding, so neither a cached re-run nor its audit decodes an image again.
 """
 
 from __future__ import annotations
