@@ -268,3 +268,32 @@ def test_shared_black_frame_does_not_make_copies(tmp_path: Path) -> None:
     copy = np.array([0]), np.array([n])
     assert pair_correlation(read.descriptors, *copy)[0] > 0.95
     assert hash_distance(read.hashes, *copy)[0] <= 10
+
+
+def test_window_filters_equal_scipy() -> None:
+    """The fast min/max window filters give scipy.ndimage's values exactly (edges too)."""
+    from scipy import ndimage
+
+    from medsort.io.appearance import _max_filter, _min_filter
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (2, 9), (7, 3), (40, 61), (160, 120)]:
+        for dtype in (np.float32, np.uint8):
+            x = (rng.random(shape) * 255).astype(dtype)
+            for size in (5, 7):
+                assert np.array_equal(
+                    _min_filter(x, size), ndimage.minimum_filter(x, size, mode="nearest")
+                )
+                assert np.array_equal(
+                    _max_filter(x, size), ndimage.maximum_filter(x, size, mode="nearest")
+                )
+
+
+def test_grey_equals_numpy_mean() -> None:
+    from medsort.io.appearance import grey
+
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1, 3), (33, 17, 3), (160, 160, 3)]:
+        x = (rng.random(shape) * 255).astype(np.float32)
+        assert np.array_equal(grey(x), x.mean(axis=2))
+    assert np.array_equal(grey(np.ones((4, 4, 4), np.float32)), np.ones((4, 4), np.float32))

@@ -249,9 +249,14 @@ def test_encoder_asks_onnx_runtime_for_the_chosen_providers(
         ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
     )
     monkeypatch.setattr(ort, "InferenceSession", session)
-    create_encoder("efficientnet_lite0")
-    create_encoder("efficientnet_lite0", device="cpu")
-    create_encoder("efficientnet_lite0", device="cuda")
+    encoders = [
+        create_encoder("efficientnet_lite0"),
+        create_encoder("efficientnet_lite0", device="cpu"),
+        create_encoder("efficientnet_lite0", device="cuda"),
+    ]
+    assert asked == []  # the session is made on first use: a fully cached run needs none
+    for encoder in encoders:
+        assert encoder.session_ is encoder.session_
     assert asked == [
         ["CUDAExecutionProvider", "CPUExecutionProvider"],
         ["CPUExecutionProvider"],

@@ -369,12 +369,14 @@ def run_models_download(args: argparse.Namespace) -> int:
 
 def _read_options(args: argparse.Namespace):  # noqa: ANN202 - imports stay lazy for --help
     from medsort.io.intensity import parse_window
-    from medsort.io.phi import check_keep_tags
     from medsort.io.readers import ReadOptions
 
     if args.window is not None:
         parse_window(args.window)  # fail early on a bad spec
-    check_keep_tags(args.keep_tag)
+    if args.keep_tag:  # pydicom's tag dictionary takes 0.2-0.5 s to import
+        from medsort.io.phi import check_keep_tags
+
+        check_keep_tags(args.keep_tag)
     return ReadOptions(
         window=args.window,
         frames=args.frames,

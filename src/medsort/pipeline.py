@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from medsort.audit import load_audit
+from medsort.embed.cache import CacheSpec, EmbeddingCache, default_cache_dir
 from medsort.io.outputs import write_csv
 from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
@@ -109,10 +110,22 @@ def _after_grouping(
         truth_csv=truth_csv,
         export=export,
         say=None if quiet else _say,
+        shared_thumbs=shared_thumbs(sorter.cache),
     )
     if not quiet:
         findings = (load_audit(out_dir) or {}).get("findings", []) if audit else []
         print(summary(result, out_dir, findings))
+
+
+def shared_thumbs(cache: CacheSpec) -> Path | None:
+    """``thumbs/`` beside the embedding cache a :data:`~medsort.embed.cache.CacheSpec`
+    names (``None`` without a cache folder): the report's thumbnails, shared by every
+    output folder."""
+    if isinstance(cache, EmbeddingCache):
+        return None if cache.path is None else cache.path.parent / "thumbs"
+    if cache is False or cache is True:
+        return None
+    return (default_cache_dir() if cache is None else Path(cache)) / "thumbs"
 
 
 def _say(message: str) -> None:

@@ -5,6 +5,8 @@
 ``embeddings.npy``   the item vectors, rows in the same order
 ``skipped.csv``      every file that could not be used, and why
 ``run.json``         input folder, encoder, options and counts
+``signatures.npz``   the audit's pixel signatures per item (:mod:`medsort.io.signatures`),
+                     measured in the read pass; absent when any item lacks them
 
 Every file is replaced atomically (:mod:`medsort.io.outputs`). While a sort writes a
 folder, :data:`INCOMPLETE` marks it: the marker is created before the first output and
@@ -34,6 +36,7 @@ from medsort.io.outputs import (
     unescape_text,
     write_csv,
     write_npy,
+    write_npz,
     write_text,
 )
 from medsort.io.readers import ReadOptions
@@ -42,6 +45,7 @@ ASSIGNMENTS = "assignments.csv"
 ITEMS = "items.csv"
 EMBEDDINGS = "embeddings.npy"
 SKIPPED = "skipped.csv"
+SIGNATURES = "signatures.npz"
 RUN = "run.json"
 REPORT = "report.html"
 INCOMPLETE = ".medsort-incomplete"
@@ -146,7 +150,9 @@ class RunInfo:
 class SortResult:
     """Everything a sort produced, as saved in and loaded from an output folder.
 
-    ``assignments`` and ``items`` share row order with ``embeddings``.
+    ``assignments`` and ``items`` share row order with ``embeddings`` (and with each
+    array of ``signatures``: the pixel measures the audit's hygiene checks use, packed by
+    :func:`medsort.io.signatures.pack`; empty when not measured).
     """
 
     assignments: pd.DataFrame
@@ -155,6 +161,7 @@ class SortResult:
     skipped: pd.DataFrame
     run: RunInfo = field(default_factory=RunInfo)
     """A plain ``run.json`` mapping given here becomes a :class:`RunInfo`."""
+    signatures: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run = RunInfo.from_dict(self.run)
@@ -184,6 +191,10 @@ class SortResult:
             write_csv(self.items, out_dir / ITEMS)
             write_npy(out_dir / EMBEDDINGS, self.embeddings.astype(np.float32, copy=False))
             write_csv(self.skipped, out_dir / SKIPPED)
+            if self.signatures:
+                write_npz(out_dir / SIGNATURES, self.signatures)
+            else:
+                (out_dir / SIGNATURES).unlink(missing_ok=True)
             write_text(out_dir / RUN, json.dumps(self.run.to_dict(), indent=2, default=str))
 
     @classmethod
@@ -199,12 +210,20 @@ class SortResult:
                 embeddings=np.load(out_dir / EMBEDDINGS),
                 skipped=read_csv(out_dir / SKIPPED),
                 run=json.loads((out_dir / RUN).read_text(encoding="utf-8")),
+                signatures=_load_signatures(out_dir / SIGNATURES),
             )
         except (OSError, ValueError, pd.errors.ParserError) as error:
             raise IncompleteOutputError(
                 f"{out_dir} holds a damaged sort ({type(error).__name__}: {error}); "
                 f"run `medsort sort INPUT --out {out_dir}` again."
             ) from None
+
+
+def _load_signatures(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as arrays:
+        return {name: arrays[name] for name in arrays.files}
 
 
 def check_complete(out_dir: Path) -> None:

@@ -250,6 +250,7 @@ class Sorter(BaseEstimator):
             embeddings=embedded.vectors,
             skipped=skipped,
             run=self._run_info(input_dir, embedded),
+            signatures=embedded.signatures,
         )
 
     def _run_info(self, input_dir: Path, embedded: Embedded) -> RunInfo:
@@ -296,6 +297,7 @@ def without_duplicates(embedded: Embedded, input_dir: Path) -> Embedded:
         skipped=embedded.skipped + sorted(dropped.items()),
         n_embedded_files=embedded.n_embedded_files,
         views={name: array[rows] for name, array in embedded.views.items()},
+        signatures={name: array[rows] for name, array in embedded.signatures.items()},
     )
 
 

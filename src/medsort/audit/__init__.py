@@ -13,9 +13,12 @@ from medsort.lazy import lazy_exports
 
 _EXPORTS = {
     "keep_mask": "medsort.embed.cache",
-    "AuditSettings": "medsort.audit.run",
+    "AuditSettings": "medsort.audit.settings",
     "duplicate_keep_mask": "medsort.audit.run",
-    "load_audit": "medsort.audit.run",
+    "AuditResult": "medsort.audit.records",
+    "Finding": "medsort.audit.records",
+    "audit_folder": "medsort.audit.run",
+    "load_audit": "medsort.audit.store",
     "run_audit": "medsort.audit.run",
 }
 __all__ = sorted(_EXPORTS)

@@ -11,9 +11,12 @@
   :func:`calibrate_near_threshold`).
 * Outliers: mean cosine distance to the ``k`` nearest neighbours, flagged when its robust
   z-score (median / MAD) is above ``z``.
-* Quality: one re-read of each file through medsort's readers (so 16-bit, DICOM and
-  NIfTI pixels are display intensities) gives brightness, contrast and entropy; blank,
-  very dark or bright, low-information and odd-size images are flagged.
+* Quality: brightness, contrast and entropy of a greyscale copy of the display pixels
+  (so 16-bit, DICOM and NIfTI pixels are display intensities); blank, very dark or bright,
+  low-information and odd-size images are flagged.
+
+The pixel measures (:mod:`medsort.io.signatures`) are recorded in the read pass; files are
+re-read here (:func:`pixel_pass`) only for output folders sorted before that.
 """
 
 from __future__ import annotations
@@ -25,19 +28,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from scipy import fft, ndimage
 
 from medsort.embed.cache import content_hash
-from medsort.io import appearance
+from medsort.io import appearance, signatures
 from medsort.io.readers import ReadError, ReadOptions, iter_images
-from medsort.numeric import blockwise_top_k, cosine_neighbours
+from medsort.io.signatures import (  # noqa: F401  (re-exported: the audit's pixel measures)
+    DESCRIPTOR_SIDE,
+    HASH_SIDE,
+    QUALITY_SIDE,
+    content_descriptor,
+    content_image,
+    dihedral_phashes,
+)
+from medsort.numeric import EXACT_KNN_ROWS, blockwise_top_k, cosine_neighbours
 
 MAD_SCALE = 1.4826
 MEAN_AD_SCALE = 1.2533
-QUALITY_SIDE = 64
-DESCRIPTOR_SIDE = 16
-HASH_SIDE = 32
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -100,6 +106,10 @@ def exact_duplicates(paths: Sequence[str], items: Sequence[str], hashes: Sequenc
 def normalise(embeddings: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+EXACT_LIMIT = EXACT_KNN_ROWS
+"""Rows up to which neighbours are searched exactly (:data:`medsort.numeric.EXACT_KNN_ROWS`)."""
 
 
 def nearest_neighbours(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +235,7 @@ def near_duplicate_table(
     keep = paths[a] != paths[b]
     keep &= ~((file_hashes[a] == file_hashes[b]) & (file_hashes[a] != ""))
     a, b = a[keep], b[keep]
-    cosine = np.einsum("ij,ij->i", x[a], x[b]) if len(a) else np.zeros(0)
+    cosine = row_dots(x, a, b)
     votes = {"embedding": cosine >= thresholds["cosine"]}
     correlation = np.full(len(a), np.nan)
     distance = np.full(len(a), -1, dtype=np.int64)
@@ -255,6 +265,15 @@ def near_duplicate_table(
         columns=columns,
     )
     return table.sort_values(["signals", "cosine"], ascending=False).reset_index(drop=True)
+
+
+def row_dots(x: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = 1024) -> np.ndarray:
+    """``x[a[i]] · x[b[i]]`` for every pair, in blocks (no two ``len(a) × d`` copies)."""
+    out = np.zeros(len(a), dtype=x.dtype if len(a) else np.float64)
+    for start in range(0, len(a), block):
+        rows = slice(start, start + block)
+        out[rows] = np.einsum("ij,ij->i", x[a[rows]], x[b[rows]])
+    return out
 
 
 def _first_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -331,70 +350,9 @@ def _measure(path: Path, options: ReadOptions, with_appearance: bool):  # noqa: 
         image = next(iter_images(path, options))
     except (ReadError, StopIteration, OSError):
         return (np.nan, np.nan, np.nan), None, None, None
-    small = appearance.downsample(image.pixels, QUALITY_SIDE)
-    gray = small.mean(axis=2) if small.ndim == 3 else small
-    levels = np.clip(np.round(gray), 0, 255).astype(np.int64)
-    p = np.bincount(levels.ravel(), minlength=256) / levels.size
-    p = p[p > 0]
-    stats = (float(gray.mean()), float(gray.std()), float(-(p * np.log2(p)).sum()))
+    measured = signatures.signature(image.pixels)
     values = appearance.appearance(image) if with_appearance else None
-    content = content_image(gray)
-    return stats, content_descriptor(content), dihedral_phashes(content), values
-
-
-def content_image(gray: np.ndarray) -> np.ndarray:
-    """What is left of a greyscale image once its frame and lighting are taken away.
-
-    On a ``QUALITY_SIDE``² copy, the slow illumination (vignette, exposure, the fall-off
-    to a black surround) is subtracted with a wide Gaussian and the near-black surround is
-    zeroed: two fundus or dermoscopy photographs of different eyes or lesions then no
-    longer match through their common black frame.
-    """
-    square = np.asarray(
-        Image.fromarray(gray.astype(np.float32)).resize((QUALITY_SIDE, QUALITY_SIDE), Image.BOX)
-    )
-    top = float(np.percentile(square, 99))
-    field = square > max(0.1 * top, 2.0)
-    detail = square - ndimage.gaussian_filter(square, 8.0)
-    return np.where(ndimage.minimum_filter(field, size=5), detail, 0.0).astype(np.float32)
-
-
-def content_descriptor(content: np.ndarray) -> np.ndarray:
-    """:func:`content_image` smoothed, at ``DESCRIPTOR_SIDE``², zero mean, unit norm.
-
-    The smoothing (sigma 2 of 64 pixels) keeps a copy that was also shifted or cropped by
-    a few pixels correlated (LC25000's augmented copies).
-    """
-    smooth = ndimage.gaussian_filter(content, 2.0)
-    side = DESCRIPTOR_SIDE
-    small = smooth.reshape(side, smooth.shape[0] // side, side, -1).mean(axis=(1, 3)).ravel()
-    small = small - small.mean()
-    norm = float(np.linalg.norm(small))
-    return (small / norm if norm > 1e-3 else np.zeros_like(small)).astype(np.float32)
-
-
-def dihedral_phashes(content: np.ndarray) -> np.ndarray:
-    """64-bit DCT hash (Zauner's pHash) of the 8 flips / quarter-turns of an image.
-
-    Taken of :func:`content_image`, so a shared black frame or vignette does not make two
-    different photographs hash alike.
-    """
-    square = np.asarray(
-        Image.fromarray(content.astype(np.float32)).resize((HASH_SIDE, HASH_SIDE), Image.BOX),
-        dtype=np.float64,
-    )
-    out = np.zeros(8, dtype=np.uint64)
-    weights = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
-    for i, variant in enumerate(_dihedral(square)):
-        low = fft.dctn(variant, norm="ortho")[:8, :8].ravel()
-        bits = low > np.median(low[1:])
-        out[i] = np.bitwise_or.reduce(weights[bits]) if bits.any() else np.uint64(0)
-    return out
-
-
-def _dihedral(square: np.ndarray) -> list[np.ndarray]:
-    turns = [np.rot90(square, k) for k in range(4)]
-    return turns + [t[:, ::-1] for t in turns]
+    return measured.stats, measured.descriptor, measured.hashes, values
 
 
 def hash_distance(hashes: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

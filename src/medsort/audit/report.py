@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from medsort.audit.run import DUPLICATES, NEAR_DUPLICATES, OUTLIERS, QUALITY, load_audit
+from medsort.audit.store import DUPLICATES, NEAR_DUPLICATES, OUTLIERS, QUALITY, load_audit
 from medsort.io.readers import ReadOptions
 from medsort.report.html import AUDIT_DETAILS, AUDIT_WARNINGS, register_section
 from medsort.report.thumbnails import figure, thumbnail_uri

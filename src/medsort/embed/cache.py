@@ -84,6 +84,9 @@ class CachedFile:
     vectors: np.ndarray
     views: dict[str, np.ndarray] = field(default_factory=dict)
     """Hand-crafted views (:mod:`medsort.embed.views`): name -> ``(n_items, d)`` float32."""
+    signatures: dict[str, np.ndarray] = field(default_factory=dict)
+    """The audit's pixel signatures (:func:`medsort.io.signatures.pack`): name ->
+    ``(n_items, d)`` float32; empty for entries written without them."""
 
 
 def pack(entry: CachedFile) -> tuple[str, bytes]:

@@ -75,16 +75,34 @@ class OnnxEncoder:
         self.to(device)
 
     def to(self, device: str) -> OnnxEncoder:
-        """Run on ``device`` (``auto``, ``cpu``, ``cuda``): a new session with its providers."""
+        """Run on ``device`` (``auto``, ``cpu``, ``cuda``): a new session with its providers.
+
+        The session itself is made on first use (:attr:`session_`), so a run whose every
+        file is in the embedding cache never loads the graph.
+        """
         import onnxruntime as ort
 
         check_device(device)
         self.providers_ = choose_providers(device, ort.get_available_providers())
-        self.session_ = ort.InferenceSession(
-            str(self.graph), sess_options=self._session_options(ort), providers=self.providers_
-        )
-        self.input_name_ = self.session_.get_inputs()[0].name
+        self._session: Any = None
         return self
+
+    @property
+    def session_(self) -> Any:
+        """The ONNX Runtime session (made on first access)."""
+        if self._session is None:
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(
+                str(self.graph),
+                sess_options=self._session_options(ort),
+                providers=self.providers_,
+            )
+        return self._session
+
+    @property
+    def input_name_(self) -> str:
+        return self.session_.get_inputs()[0].name
 
     def _session_options(self, ort: Any) -> Any:
         options = ort.SessionOptions()

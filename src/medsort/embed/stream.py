@@ -4,6 +4,9 @@ Decoding runs in background threads while the model works on the previous batch 
 decoders and resizers, and ONNX Runtime, release the GIL, so threads use every core);
 a bounded queue keeps memory flat however many images (or slide tiles) there are.
 JPEGs are decoded at the smallest DCT scale that keeps twice the encoder's input size.
+The decoding threads also measure each item's appearance attributes, hand-crafted views
+and the audit's pixel signatures (:mod:`medsort.io.signatures`), all cached with the
+embedding, so neither a cached re-run nor its audit decodes an image again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
 from medsort.embed.runtime import tune_cpu_runtime
 from medsort.embed.views import compute_views, views_token
-from medsort.io import appearance
+from medsort.io import appearance, signatures
 from medsort.io.readers import ReadError, ReadOptions, iter_images
 from medsort.preprocess import to_model_input, to_tensor_batch
 
@@ -59,6 +62,9 @@ class Embedded:
     views: dict[str, np.ndarray] = field(default_factory=dict)
     """Hand-crafted views (:mod:`medsort.embed.views`), name -> ``(n_rows, d)``; empty when
     any file's cache entry has none (e.g. written by the Ray backend)."""
+    signatures: dict[str, np.ndarray] = field(default_factory=dict)
+    """The audit's pixel signatures (:func:`medsort.io.signatures.pack`), name ->
+    ``(n_rows, d)``; empty when any file's cache entry has none."""
 
 
 @dataclass
@@ -70,6 +76,7 @@ class PendingFile:
     items: list[dict[str, Any]] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
     views: list[dict[str, np.ndarray]] = field(default_factory=list)
+    signatures: list[signatures.Signature] = field(default_factory=list)
     expected: int | None = None
     error: str | None = None
 
@@ -168,8 +175,10 @@ def decode_options(options: ReadOptions | None, encoder: Encoder) -> ReadOptions
 
 def cache_token(options: ReadOptions, views: bool = True) -> str:
     """Reader options plus the versions of what is stored with each item: the appearance
-    attributes and (``views``) the hand-crafted views."""
-    token = f"{options.cache_token()};appearance={appearance.VERSION}"
+    attributes, the pixel signatures and (``views``) the hand-crafted views."""
+    token = (
+        f"{options.cache_token()};appearance={appearance.VERSION};signatures={signatures.VERSION}"
+    )
     return f"{token};{views_token()}" if views else token
 
 
@@ -211,9 +220,10 @@ def embed_pending(
             continue
         entry = pending[index]
         if kind == "item":
-            meta, model_input, views = payload
+            meta, model_input, views, measured = payload
             entry.items.append(meta)
             entry.views.append(views)
+            entry.signatures.append(measured)
             batch.append((index, model_input))
             if len(batch) >= batch_size:
                 _run_batch(batch, pending, encoder, cache, bar)
@@ -251,7 +261,8 @@ def _read_worker(
                 meta = {**image.meta, **appearance.appearance(image)}
                 record = {"item": image.item, "meta": meta}
                 extra = compute_views(rgb) if views else {}
-                outbox.put(("item", index, (record, model_input, extra)))
+                measured = signatures.signature(image.pixels)
+                outbox.put(("item", index, (record, model_input, extra, measured)))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")
@@ -285,12 +296,14 @@ def _store_if_complete(index: int, entry: PendingFile, cache: EmbeddingCache, ba
 
 
 def finished_entry(entry: PendingFile, dim: int) -> CachedFile:
-    """The cache entry of a completely embedded file: items, vectors and stacked views."""
+    """The cache entry of a completely embedded file: items, vectors, stacked views and
+    pixel signatures."""
     views = {
         name: np.stack([row[name] for row in entry.views]).astype(np.float32, copy=False)
         for name in (entry.views[0] if entry.views else {})
     }
-    return CachedFile(entry.items, _stack(entry.vectors, dim), views)
+    packed = signatures.pack(entry.signatures) if entry.signatures else {}
+    return CachedFile(entry.items, _stack(entry.vectors, dim), views, packed)
 
 
 def _stack(vectors: list[np.ndarray], dim: int) -> np.ndarray:
@@ -312,13 +325,15 @@ def assemble_embedded(
     items: list[EmbeddedItem] = []
     blocks: list[np.ndarray] = []
     view_blocks: dict[str, list[np.ndarray]] | None = None
+    signature_blocks: dict[str, list[np.ndarray]] | None = None
     for index in sorted(done):
         entry = done[index]
         rows.extend([files[index]] * len(entry.items))
         row_hashes.extend([hashes[index]] * len(entry.items))
         items.extend(EmbeddedItem.from_record(record) for record in entry.items)
         blocks.append(entry.vectors)
-        view_blocks = _add_views(view_blocks, entry)
+        view_blocks = _add_views(view_blocks, entry.views)
+        signature_blocks = _add_views(signature_blocks, entry.signatures)
     vectors = np.concatenate(blocks) if blocks else np.zeros((0, 0), dtype=np.float32)
     return Embedded(
         files=rows,
@@ -328,15 +343,17 @@ def assemble_embedded(
         skipped=[(files[index], reason) for index, reason in sorted(skipped.items())],
         n_embedded_files=n_embedded,
         views={name: np.concatenate(parts) for name, parts in (view_blocks or {}).items()},
+        signatures={
+            name: np.concatenate(parts) for name, parts in (signature_blocks or {}).items()
+        },
     )
 
 
 def _add_views(
-    blocks: dict[str, list[np.ndarray]] | None, entry: CachedFile
+    blocks: dict[str, list[np.ndarray]] | None, arrays: dict[str, np.ndarray]
 ) -> dict[str, list[np.ndarray]]:
-    """Append ``entry``'s views to ``blocks``; views missing from any entry are dropped."""
+    """Append one entry's arrays (views or signatures) to ``blocks``; names missing from
+    any entry are dropped."""
     if blocks is None:
-        return {name: [array] for name, array in entry.views.items()}
-    return {
-        name: [*parts, entry.views[name]] for name, parts in blocks.items() if name in entry.views
-    }
+        return {name: [array] for name, array in arrays.items()}
+    return {name: [*parts, arrays[name]] for name, parts in blocks.items() if name in arrays}

@@ -121,7 +121,7 @@ _STANDARD_LUMA = np.array(
 def appearance(image: MedImage) -> dict[str, float]:
     """Every appearance attribute of one item (see :data:`DESCRIPTIONS`)."""
     pixels = downsample(image.pixels)
-    gray = pixels.mean(axis=2) if pixels.ndim == 3 else pixels.astype(np.float32)
+    gray = grey(pixels) if pixels.ndim == 3 else pixels.astype(np.float32)
     field = _field_of_view(gray)
     values = grey_attributes(gray, field)
     values.update(colour_attributes(pixels, gray, field))
@@ -140,6 +140,14 @@ def downsample(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
         size = (max(1, round(width / scale)), max(1, round(height / scale)))
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BOX))
     return pixels.astype(np.float32)
+
+
+def grey(pixels: np.ndarray) -> np.ndarray:
+    """``pixels.mean(axis=2)`` of a float32 ``(h, w, 3)`` copy, value for value, 5x faster
+    (numpy adds the three channels in the same order and divides by 3 in float32)."""
+    if pixels.dtype != np.float32 or pixels.shape[2] != 3:
+        return pixels.mean(axis=2)
+    return (pixels[:, :, 0] + pixels[:, :, 1] + pixels[:, :, 2]) / np.float32(3)
 
 
 def grey_attributes(gray: np.ndarray, field: np.ndarray | None = None) -> dict[str, float]:
@@ -201,8 +209,8 @@ def _sharpness(gray: np.ndarray, field: np.ndarray) -> float:
     inner = _min_filter(field.astype(np.uint8), 5).astype(bool)
     if inner.sum() <= 16:
         inner = np.ones_like(field)
-    inside = gray[inner]
-    spread = float(np.percentile(inside, 95) - np.percentile(inside, 5))
+    high, low = np.percentile(gray[inner], [95, 5])
+    spread = float(high - low)
     return float(np.percentile(magnitude[inner], 95) / max(spread, 1.0))
 
 
@@ -277,13 +285,28 @@ def _marks(gray: np.ndarray) -> dict[str, float]:
 
 
 def _min_filter(x: np.ndarray, size: int) -> np.ndarray:
-    x = ndimage.minimum_filter1d(x, size, axis=0, mode="nearest")
-    return ndimage.minimum_filter1d(x, size, axis=1, mode="nearest")
+    """Minimum over ``size × size`` windows (edges repeated): ``scipy.ndimage``'s
+    ``minimum_filter`` with ``mode="nearest"``, value for value, about 3x faster on the
+    small copies measured here."""
+    return _window_1d(_window_1d(x, size, 0, np.minimum), size, 1, np.minimum)
 
 
 def _max_filter(x: np.ndarray, size: int) -> np.ndarray:
-    x = ndimage.maximum_filter1d(x, size, axis=0, mode="nearest")
-    return ndimage.maximum_filter1d(x, size, axis=1, mode="nearest")
+    """Maximum over ``size × size`` windows (edges repeated); see :func:`_min_filter`."""
+    return _window_1d(_window_1d(x, size, 0, np.maximum), size, 1, np.maximum)
+
+
+def _window_1d(x: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
+    """``op`` (minimum or maximum) over a centred window of odd ``size`` along ``axis``."""
+    half = size // 2
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (half, half)
+    padded = np.pad(x, pad, mode="edge")
+    n = x.shape[axis]
+    out = np.take(padded, np.arange(n), axis=axis)
+    for k in range(1, size):
+        op(out, padded[k : k + n] if axis == 0 else padded[:, k : k + n], out=out)
+    return out
 
 
 def _object_area(inside: np.ndarray) -> float:

@@ -115,6 +115,12 @@ def write_npy(path: Path, array: np.ndarray) -> None:
         np.save(out, array)
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Several named arrays in one uncompressed ``.npz``, written atomically."""
+    with atomic_open(path, "wb") as out:
+        np.savez(out, **arrays)
+
+
 def write_with(path: Path, writer: Callable[[IO[Any]], None], binary: bool = False) -> None:
     """Any ``writer(handle)`` output, written atomically."""
     with atomic_open(path, "wb" if binary else "w") as out:

@@ -35,6 +35,7 @@ def save_folder(
     truth_csv: Path | None = None,
     export: str | None = None,
     say: Callable[[str], None] | None = None,
+    shared_thumbs: Path | None = None,
 ) -> Path:
     """Save ``result`` with everything ``medsort sort`` adds: the audit, ``report.html``
     with its thumbnails and, with ``export="copy"|"link"``, the group folders.
@@ -46,8 +47,9 @@ def save_folder(
         save_folder(sorter.result_, "out/")   # out/report.html, out/audit.json, ...
 
     The folder is marked incomplete until the last file is written, as during a sort
-    (:func:`medsort.results.writing`); ``say`` receives a line before each step. Returns
-    the report's path.
+    (:func:`medsort.results.writing`); ``say`` receives a line before each step.
+    ``shared_thumbs`` is a folder of thumbnails shared between output folders (``medsort
+    sort`` passes the embedding cache's ``thumbs/``). Returns the report's path.
     """
     out_dir = Path(out_dir)
     say = say or (lambda _message: None)
@@ -58,7 +60,7 @@ def save_folder(
             say("auditing for shortcuts, duplicates and outliers...")
             run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)
         say("writing the report...")
-        report = write_report(out_dir)
+        report = write_report(out_dir, shared_thumbs=shared_thumbs)
         if export:
             say(f"placing the images in {out_dir / 'groups'} ({export})...")
             export_groups(result, out_dir, mode=export)

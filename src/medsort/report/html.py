@@ -69,16 +69,18 @@ def register_section(order: int) -> Callable[[Section], Section]:
     return add
 
 
-def write_report(out_dir: Path, progress: bool = False) -> Path:
+def write_report(out_dir: Path, progress: bool = False, shared_thumbs: Path | None = None) -> Path:
     """Render ``OUT_DIR/report.html`` (and its ``thumbs/``) from what the folder holds.
 
-    The first build reads every image once for its thumbnail; later builds reuse them.
+    The first build reads every image once for its thumbnail; later builds reuse them, and
+    so do other output folders through ``shared_thumbs`` (see
+    :class:`~medsort.report.thumbnails.ThumbnailStore`).
     """
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
     import_all(stage_modules("report"))
     shown = shown_part(result, page_rows(result.assignments))
-    store = ThumbnailStore(out_dir, read_options(result))
+    store = ThumbnailStore(out_dir, read_options(result), shared=shared_thumbs)
     thumbs = store.build(shown.assignments, result.source_path, progress=progress)
     titles = group_titles(result, out_dir)
     colors = {g: color(g) for g in titles}

@@ -4,7 +4,10 @@ The report shows every image, so :class:`ThumbnailStore` writes one JPEG per ite
 ``OUT_DIR/thumbs/`` (beside ``report.html``, so relative paths work from ``file://``).
 A thumbnail is named by a hash of the file's path, size and modification time, the item
 and the read options: rebuilding the report after ``label`` or ``audit`` reads no source
-file again, and a changed file or option gets a new thumbnail. While a store is
+file again, and a changed file or option gets a new thumbnail. With a ``shared`` folder
+(``thumbs/`` of the embedding cache, as ``medsort sort`` passes it), thumbnails made for
+one output folder are hard-linked (or copied) into the next: a cached re-run into a new
+folder decodes no image for its report either. While a store is
 :meth:`~ThumbnailStore.active`, :func:`thumbnails_of` and :func:`thumbnail_uri` answer
 from it too, so every report section shares the cached files.
 """
@@ -17,8 +20,10 @@ import html
 import io
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +36,8 @@ THUMB_SIZE = 112
 PREVIEW_SIZE = 256
 """Side of the cached thumbnails: sharp in the grid, and the large view's image."""
 THUMB_DIR = "thumbs"
+THREADS = 2
+"""Files read and written at once when thumbnails are made."""
 INDEX = "index.json"
 """``thumbs/index.json``: which thumbnail each ``path``/``item`` got last."""
 
@@ -91,15 +98,27 @@ class ThumbnailStore:
         How the sort read the pixels (window, frames, ...), part of every name.
     size : int
         Longest side of a thumbnail in pixels.
+    shared : Path, optional
+        A folder of thumbnails shared by every output folder (same names): missing ones
+        are taken from there, and new ones are put there.
     """
 
-    def __init__(self, out_dir: Path, options: ReadOptions, size: int = PREVIEW_SIZE) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        options: ReadOptions,
+        size: int = PREVIEW_SIZE,
+        shared: Path | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.options = options
         self.size = size
+        self.shared = None if shared is None else Path(shared)
+        self.n_shared_ = 0
         self.n_read_ = 0
         self.n_failed_ = 0
         self._src: dict[tuple[str, str], str] = {}
+        self._options_token = options.cache_token()
 
     @property
     def folder(self) -> Path:
@@ -127,6 +146,7 @@ class ThumbnailStore:
             key for key, name in names.items() if name and not (self.folder / name).is_file()
         ]
         self.n_failed_ += sum(not name for name in names.values())
+        missing = [key for key in missing if not self._take_shared(names[key])]
         self._make(missing, source_path, names, progress)
         self._prune(set(names.values()))
         self._save_index(names)
@@ -160,8 +180,28 @@ class ThumbnailStore:
         except OSError:
             return ""
         stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-        token = f"{source}\0{item}\0{stamp}\0{self.options.cache_token()}\0{self.size}"
+        token = f"{source}\0{item}\0{stamp}\0{self._options_token}\0{self.size}"
         return hashlib.sha1(token.encode("utf-8", "surrogateescape")).hexdigest()[:20] + ".jpg"
+
+    def _take_shared(self, name: str) -> bool:
+        """Link (or copy) thumbnail ``name`` from the shared folder; whether it was there."""
+        if self.shared is None or not (self.shared / name).is_file():
+            return False
+        try:
+            _place(self.shared / name, self.folder / name)
+        except OSError:
+            return False
+        self.n_shared_ += 1
+        return True
+
+    def _give_shared(self, name: str) -> None:
+        if self.shared is None:
+            return
+        try:
+            self.shared.mkdir(parents=True, exist_ok=True)
+            _place(self.folder / name, self.shared / name)
+        except OSError:  # a read-only or full cache costs only the next report's time
+            pass
 
     def _load_index(self) -> dict[str, str]:
         try:
@@ -185,15 +225,23 @@ class ThumbnailStore:
         by_path: dict[str, set[str]] = {}
         for path, item in keys:
             by_path.setdefault(path, set()).add(item)
-        for n, (path, items) in enumerate(by_path.items(), 1):
+
+        def make_file(path: str, items: set[str]) -> int:
             found = 0
             for item, image in _read_items(source_path(path), items, self.options):
                 _write_jpeg(image, self.size, self.folder / names[(path, item)])
+                self._give_shared(names[(path, item)])
                 found += 1
-            self.n_read_ += found
-            self.n_failed_ += len(items) - found
-            if progress and (n % 500 == 0 or n == len(by_path)):
-                print(f"thumbnails: {n}/{len(by_path)} files", file=sys.stderr, flush=True)
+            return found
+
+        # Pillow decodes, resizes and encodes without the GIL: files in parallel threads.
+        with ThreadPoolExecutor(THREADS) as pool:
+            counts = pool.map(make_file, by_path.keys(), by_path.values())
+            for n, (found, items) in enumerate(zip(counts, by_path.values(), strict=True), 1):
+                self.n_read_ += found
+                self.n_failed_ += len(items) - found
+                if progress and (n % 500 == 0 or n == len(by_path)):
+                    print(f"thumbnails: {n}/{len(by_path)} files", file=sys.stderr, flush=True)
 
     def _prune(self, keep: set[str]) -> None:
         for path in self.folder.glob("*.jpg"):
@@ -253,6 +301,18 @@ def _jpeg_bytes(image: Image.Image, size: int) -> bytes:
 
 def _data_uri(image: Image.Image, size: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(_jpeg_bytes(image, size)).decode("ascii")
+
+
+def _place(source: Path, target: Path) -> None:
+    """``target`` becomes ``source``'s content: a hard link where possible, else a copy,
+    replacing atomically (thumbnails are never modified in place, so a link is safe)."""
+    partial = target.with_name(target.name + f".{os.getpid()}.part")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)
 
 
 def _write_jpeg(image: Image.Image, size: int, target: Path) -> None:

@@ -1,0 +1,192 @@
+"""End-to-end ``medsort sort`` speed, before and after, side by side in one run.
+
+"Before" is another checkout of medsort (``--before``, e.g. main's at ``/work/main``) run
+with its own interpreter; "after" is this checkout. For each, in alternation so both see
+the same machine load:
+
+* cold run: a fresh embedding cache, ``medsort sort SET --out A``;
+* cached re-run: the same folder into a new output folder with the cache warm
+  (``--out B``), and once more with ``--no-audit``.
+
+Printed per run: wall seconds, images/s, CPU seconds of the child (user + system), and
+the stage breakdown (``run.json``'s read+embed and group, ``audit.json``'s audit stages,
+the rest: interpreter start, imports, saving, report and thumbnails).
+Then whether both versions wrote the same ``assignments.csv`` and ``audit.json`` (timings
+aside).
+
+    python benchmarks/bench_speed.py --before /work/main
+    python benchmarks/bench_speed.py --before /work/main --set dermoscopy --rounds 2
+
+Last, ``--per-image`` images (this checkout, one thread) give the CPU ms per image of each
+step of the read pass: hash, decode, resize, appearance, views, signatures, inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+
+def header() -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"# {platform.node()} | {os.cpu_count()} CPUs | python {platform.python_version()} "
+        f"| {time.strftime('%Y-%m-%d %H:%M')} | load average {load}"
+    )
+
+
+def run_sort(checkout: Path, python: str, folder: Path, out: Path, cache: Path, *extra: str):
+    """One ``medsort sort`` in a child process: wall s, CPU s and the folder's timings."""
+    env = dict(os.environ, PYTHONPATH=str(checkout / "src"), MEDSORT_CACHE_DIR=str(cache))
+    command = [python, "-m", "medsort", "sort", str(folder), "--out", str(out), "--quiet"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command + list(extra), env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    run = json.loads((out / "run.json").read_text())
+    audit_file = out / "audit.json"
+    audit = json.loads(audit_file.read_text())["timings_s"] if audit_file.is_file() else {}
+    return {"wall": wall, "cpu": cpu, "n": run["n_items"], "run": run["timings_s"], "audit": audit}
+
+
+def stages(row: dict) -> str:
+    run, audit = row["run"], row["audit"]
+    parts = dict(run)
+    parts.update({f"audit:{k}": v for k, v in audit.items()})
+    parts["rest"] = row["wall"] - sum(run.values()) - sum(audit.values())
+    return ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+
+
+def same_outputs(a: Path, b: Path) -> str:
+    if not filecmp.cmp(a / "assignments.csv", b / "assignments.csv", shallow=False):
+        return "assignments.csv DIFFERS"
+    if not (a / "audit.json").is_file():
+        return "assignments.csv same"
+    audits = [json.loads((d / "audit.json").read_text()) for d in (a, b)]
+    for audit in audits:
+        audit.pop("timings_s")
+    differs = sorted(
+        k for k in audits[0].keys() | audits[1].keys() if audits[0].get(k) != audits[1].get(k)
+    )
+    return (
+        "assignments.csv and audit.json same" if not differs else f"audit.json differs in {differs}"
+    )
+
+
+def per_image(folder: Path, count: int) -> dict[str, float]:
+    """CPU ms per image of each step of the read pass, one thread, this checkout."""
+    sys.path.insert(0, str(REPO / "src"))
+    from medsort.embed.cache import content_hash
+    from medsort.embed.registry import create_encoder
+    from medsort.embed.views import compute_views
+    from medsort.io import ReadOptions, appearance, scan_folder, signatures
+    from medsort.io.readers import read_file
+    from medsort.preprocess import to_model_input, to_tensor_batch
+
+    def cpu_ms(function) -> float:  # noqa: ANN001
+        started = time.process_time()
+        function()
+        return (time.process_time() - started) / len(files) * 1000
+
+    files = scan_folder(folder)[:count]
+    encoder = create_encoder("efficientnet_lite0", device="cpu")
+    options = ReadOptions(draft_size=2 * encoder.config.size)
+    read_file(files[0], options)
+    row = {"hash": cpu_ms(lambda: [content_hash(f) for f in files])}
+    images = []
+    row["decode (draft)"] = cpu_ms(lambda: images.extend(read_file(f, options)[0] for f in files))
+    inputs: list = []
+    row["resize"] = cpu_ms(
+        lambda: inputs.extend(to_model_input(i.rgb(), encoder.config) for i in images)
+    )
+    row["appearance"] = cpu_ms(lambda: [appearance.appearance(i) for i in images])
+    row["views"] = cpu_ms(lambda: [compute_views(i.rgb()) for i in images])
+    row["signatures"] = cpu_ms(lambda: [signatures.signature(i.pixels) for i in images])
+    batches = [
+        to_tensor_batch(inputs[i : i + 32], encoder.config) for i in range(0, len(inputs), 32)
+    ]
+    encoder.embed(batches[0])
+    row["inference (onnx)"] = cpu_ms(lambda: [encoder.embed(b) for b in batches])
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="checkout of the old code")
+    parser.add_argument(
+        "--before-python", default=None, help="its interpreter (default: its .venv)"
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for this checkout")
+    parser.add_argument("--set", default="lung-histology", help="folder of ../shared/data")
+    parser.add_argument("--rounds", type=int, default=1, help="repetitions (medians printed)")
+    parser.add_argument(
+        "--per-image", type=int, default=128, help="images for the read-pass breakdown (0: none)"
+    )
+    args = parser.parse_args()
+    before_python = args.before_python or str(args.before / ".venv" / "bin" / "python")
+    folder = DATA / args.set / "images"
+    versions = {"before": (args.before, before_python), "after": (REPO, args.python)}
+    print(header())
+    print(f"# set {args.set}: {sum(1 for _ in folder.iterdir())} files; before = {args.before}")
+    rows: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        work = Path(tmp)
+        for r in range(args.rounds):
+            for kind in ("cold", "cached", "cached --no-audit"):
+                for name, (checkout, python) in versions.items():
+                    cache = work / f"cache-{name}-{r}"
+                    out = work / f"{name}-{r}-{kind.replace(' ', '')}"
+                    if kind == "cold":
+                        shutil.rmtree(cache, ignore_errors=True)
+                    extra = ("--no-audit",) if "no-audit" in kind else ()
+                    row = run_sort(checkout, python, folder, out, cache, *extra)
+                    row["out"] = out
+                    rows.setdefault((kind, name), []).append(row)
+                    print(
+                        f"{kind:18s} {name:6s} wall {row['wall']:6.2f} s  "
+                        f"{row['n'] / row['wall']:6.1f} img/s  cpu {row['cpu']:6.2f} s | "
+                        f"{stages(row)}",
+                        flush=True,
+                    )
+        print(f"# load average now {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            "\n| run | before s | after s | ratio | before img/s | after img/s "
+            "| before CPU s | after CPU s |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for kind in ("cold", "cached", "cached --no-audit"):
+            b, a = rows[(kind, "before")], rows[(kind, "after")]
+            wb, wa = (statistics.median(x["wall"] for x in v) for v in (b, a))
+            cb, ca = (statistics.median(x["cpu"] for x in v) for v in (b, a))
+            n = a[0]["n"]
+            print(
+                f"| {kind} | {wb:.2f} | {wa:.2f} | {wb / wa:.2f}x | {n / wb:.1f} | {n / wa:.1f} "
+                f"| {cb:.2f} | {ca:.2f} |"
+            )
+        for kind in ("cold", "cached"):
+            outs = [rows[(kind, name)][0]["out"] for name in ("before", "after")]
+            print(f"# {kind}: {same_outputs(*outs)}")
+    if args.per_image:
+        steps = per_image(folder, args.per_image)
+        print(f"# read pass, CPU ms per image ({args.per_image} images, one thread, after):")
+        print("# " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+
+
+if __name__ == "__main__":
+    main()
