@@ -164,6 +164,10 @@ def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = Non
     ]
     if run["n_skipped"]:
         lines.append(f"Skipped {run['n_skipped']} file(s): see {out_dir / 'skipped.csv'}")
+    for info in [run.get("encoder_licence") or {}, *run.get("encoder_for", {}).values()]:
+        warning = info.get("warning") or (info.get("licence") or {}).get("warning")
+        if warning:
+            lines.append(f"Licence: {warning}")
     warnings = [f for f in findings or [] if f.get("level") == "warning"]
     for finding in warnings:
         lines.append(f"Warning: {finding['message']}")
