@@ -160,12 +160,15 @@ class HubEncoder:
             raise ValueError(f"Unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}.")
         directory = Path(path).expanduser()
         check_hub_dir(directory, entry)
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # e.g. "pooler weights newly initialised": unused
+        hf_logging.disable_progress_bar()  # a bar per load, in every run
         try:
             model = AutoModel.from_pretrained(str(directory), local_files_only=True)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         self.pooling = pooling
         self.config = folder_preprocess(directory, preprocess or IMAGENET)
         hidden = int(model.config.hidden_size)
