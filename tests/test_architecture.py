@@ -20,6 +20,7 @@ TOP_LEVEL = {
     "lazy": "io",
     "results": "group",
     "sorter": "group",
+    "modality_encoders": "group",
     "evaluate": "group",
     "pipeline": "cli",
     "cli": "cli",

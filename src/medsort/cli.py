@@ -92,6 +92,14 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         "dinov2-small (weights from `medsort models download`) or biomedclip:DIR",
     )
     command.add_argument(
+        "--encoder-for",
+        default=None,
+        metavar="GROUP=ENCODER,...",
+        help="embed modality groups again with their own encoder, e.g. "
+        "xray=rad-dino,1=phikon (a group's index as in the report, or a modality name "
+        "from DICOM Modality / slides)",
+    )
+    command.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
         default="auto",
@@ -306,6 +314,7 @@ def run_sort(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=args.device,
         views=not args.no_views,
+        encoder_for=args.encoder_for,
     )
     if result_dir and args.open:
         open_report(result_dir)

@@ -37,6 +37,7 @@ def sort_folder(
     num_workers: int | None = None,
     device: str = "auto",
     views: bool = True,
+    encoder_for: dict[str, str] | str | None = None,
 ) -> Path:
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
@@ -50,7 +51,8 @@ def sort_folder(
     vectors only, without the hand-crafted views (:mod:`medsort.embed.views`). Groups are
     named from ``reference`` images, or from the (``vocabulary``'s) text prompts when the
     encoder embeds text. ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder
-    runs.
+    runs. ``encoder_for`` embeds chosen modality groups again with their own encoder
+    (:mod:`medsort.modality_encoders`).
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     check_folders(input_dir, out_dir)
@@ -62,7 +64,7 @@ def sort_folder(
                 input_dir, out_dir, exclude, encoder, n_clusters, export, cache_dir,
                 batch_size, random_state, read_options, quiet, reference, vocabulary,
                 drop_duplicates, audit, metadata_csv, truth_csv, backend, ray_address,
-                num_workers, device, views,
+                num_workers, device, views, encoder_for,
             )  # fmt: skip
         except NoReadableImageError as error:
             write_csv(error.skipped, out_dir / SKIPPED)
@@ -111,6 +113,7 @@ def _sort_into(
     num_workers: int | None,
     device: str,
     views: bool,
+    encoder_for: dict[str, str] | str | None,
 ) -> Path:
     sorter = Sorter(
         encoder=encoder,
@@ -126,6 +129,7 @@ def _sort_into(
         num_workers=num_workers,
         device=device,
         views=views,
+        encoder_for=encoder_for,
     ).fit(input_dir, exclude=exclude)
     result = sorter.result_
     if reference is not None or hasattr(sorter.encoder_, "embed_text"):

@@ -19,6 +19,7 @@ from medsort.group import TwoLevelGrouper
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
+from medsort.modality_encoders import PerModalityGrouper, parse_encoder_for
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
 
 
@@ -68,6 +69,11 @@ class Sorter:
     views : bool
         Compute hand-crafted colour and texture views next to the encoder's vectors and
         weigh them into the condition groups (see :class:`~medsort.group.TwoLevelGrouper`).
+    encoder_for : dict, str or None
+        Modality group (index or name) → encoder spec, e.g. ``"xray=rad-dino,1=phikon"``:
+        those modality groups are embedded again with their encoder and their condition
+        groups formed from it (:mod:`medsort.modality_encoders`; ``predict`` is then not
+        available).
 
     Attributes
     ----------
@@ -99,6 +105,7 @@ class Sorter:
         num_workers: int | None = None,
         device: str = "auto",
         views: bool = True,
+        encoder_for: dict[str, str] | str | None = None,
     ) -> None:
         self.encoder = encoder
         self.n_clusters = n_clusters
@@ -114,6 +121,7 @@ class Sorter:
         self.num_workers = num_workers
         self.device = device
         self.views = views
+        self.encoder_for = encoder_for
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -124,6 +132,7 @@ class Sorter:
         self.timings_: dict[str, float] = {}
         started = time.perf_counter()
         files = scan_folder(input_dir, exclude=exclude)
+        parse_encoder_for(self.encoder_for)  # a bad mapping fails before any embedding
         self.encoder_ = self._make_encoder()
         embedded = self._embed(files)
         if self.drop_duplicates:
@@ -148,6 +157,10 @@ class Sorter:
         self.grouper_ = TwoLevelGrouper(
             n_clusters=self.n_clusters, random_state=self.random_state
         ).fit(embedded.vectors, views=embedded.views)
+        if self.encoder_for:
+            self.grouper_ = PerModalityGrouper(
+                self.grouper_, self.encoder_for, self.device, self.random_state, self.progress
+            ).fit(embedded, self._embed_with)
         self.timings_["group"] = time.perf_counter() - started
         self.labels_ = self.grouper_.labels_
         self.modality_labels_ = self.grouper_.modality_labels_
@@ -175,7 +188,11 @@ class Sorter:
             return create_encoder(self.encoder, device=self.device)
         return self.encoder
 
-    def _embed(self, files: list[Path]) -> Embedded:
+    def _embed_with(self, files: list[Path], encoder: Encoder) -> Embedded:
+        """Embed ``files`` with another ``encoder``, locally, through the same cache."""
+        return self._embed(files, encoder)
+
+    def _embed(self, files: list[Path], encoder: Encoder | None = None) -> Embedded:
         if self.cache_dir == "default":
             folder: Path | None = default_cache_dir()
         else:
@@ -184,13 +201,14 @@ class Sorter:
         try:
             if self.backend not in ("local", "ray"):
                 raise ValueError(f"Unknown backend {self.backend!r}: use 'local' or 'ray'.")
-            if self.backend == "ray":
+            if self.backend == "ray" and encoder is None:
                 return self._embed_ray(files, cache, folder)
+            encoder = encoder or self.encoder_
             return embed_files(
                 files,
-                self.encoder_,
+                encoder,
                 cache,
-                options=decode_options(self.read_options, self.encoder_),
+                options=decode_options(self.read_options, encoder),
                 batch_size=self.batch_size,
                 progress=self.progress,
                 views=self.views,
@@ -271,6 +289,7 @@ class Sorter:
             "views_per_modality_group": self.grouper_.views_used_,
             "timings_s": {stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
             "peak_rss_mib": peak_rss_mib(),
+            **(self.grouper_.run_info() if isinstance(self.grouper_, PerModalityGrouper) else {}),
         }
 
 
