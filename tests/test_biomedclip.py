@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="BiomedCLIP needs medsort[biomedclip] (torch)")
+torch = pytest.importorskip("torch", reason="BiomedCLIP needs medsort[hub] (torch)")
 pytest.importorskip("transformers")
 
 from medsort.embed import biomedclip  # noqa: E402

@@ -201,6 +201,14 @@ def test_sort_records_the_licence_and_warns(
     assert run["encoder_licence"]["commercial"] is False
     assert "not for commercial use" in run["encoder_licence"]["warning"]
     assert "Owkin-NC" in (out / "report.html").read_text()
+    # later commands rebuild the same encoder from run.json's spec (not from its name)
+    assert run["encoder_spec"] == f"phikon:{dinov2_dir.resolve()}"
+    refs = tmp_path / "refs"
+    for label, image in (("dark", images[0]), ("bright", images[1])):
+        (refs / label).mkdir(parents=True)
+        Image.open(image).save(refs / label / image.name)
+    assert main(["name", str(out), "--reference", str(refs), "--no-cache", "--quiet"]) == 0
+    assert "group_name" in (out / "assignments.csv").read_text().splitlines()[0]
 
 
 def test_missing_folder_says_how_to_download(

@@ -13,7 +13,7 @@ import pandas as pd
 
 from medsort import __version__
 from medsort.embed.cache import EmbeddingCache, default_cache_dir, keep_mask
-from medsort.embed.registry import Encoder, create_encoder, describe_encoder
+from medsort.embed.registry import Encoder, absolute_spec, create_encoder, describe_encoder
 from medsort.embed.stream import Embedded, decode_options, embed_files
 from medsort.group import TwoLevelGrouper
 from medsort.io.outputs import escape_text
@@ -276,6 +276,7 @@ class Sorter:
             "medsort_version": __version__,
             "input_dir": str(input_dir.resolve()),
             "encoder": self.encoder_.name,
+            "encoder_spec": absolute_spec(self.encoder) if isinstance(self.encoder, str) else None,
             "encoder_licence": describe_encoder(
                 self.encoder_, self.encoder if isinstance(self.encoder, str) else None
             ),

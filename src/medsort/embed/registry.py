@@ -301,6 +301,17 @@ def create_encoder(spec: str, **kwargs: object) -> Encoder:
     return encoder
 
 
+def absolute_spec(spec: str) -> str:
+    """``spec`` with a folder argument made absolute, so that later commands run elsewhere
+    (``medsort name``, ``label``) build the same encoder from run.json."""
+    name, sep, argument = spec.partition(":")
+    if argument:
+        path = Path(argument).expanduser()
+        if path.exists():
+            return f"{name}{sep}{path.resolve()}"
+    return spec
+
+
 def licence_of(encoder: object, entry: EncoderEntry | None = None) -> Licence:
     """The licence of a built encoder: its own ``licence``, else its entry's, else unknown."""
     own = getattr(encoder, "licence", None)
