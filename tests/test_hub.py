@@ -289,3 +289,26 @@ def test_hub_entries_carry_their_facts() -> None:
     assert facts["phikon"] == ("Owkin-NC", False, "histology", "owkin/phikon")
     assert facts["biomedclip"][:2] == ("MIT", True)
     assert get_entry("biomedclip").text and not get_entry("rad-dino").text
+
+
+def test_encoder_for_a_group_records_and_shows_its_licence(
+    dinov2_dir: Path, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = images[0].parent
+    for index in range(8):
+        Image.open(images[index % 4]).rotate(90 * (index // 4 + 1)).save(folder / f"r{index}.png")
+    out = tmp_path / "out"
+    code = main(
+        ["sort", str(folder), "--out", str(out), "--encoder-for", f"0=rad-dino:{dinov2_dir}",
+         "--no-cache", "--no-audit"]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "medsort: warning: the weights of encoder rad-dino are licensed MSRLA" in captured.err
+    assert "Licence: the weights of encoder rad-dino" in captured.out  # the closing summary
+    run = json.loads((out / "run.json").read_text())
+    assert run["encoder_licence"]["spdx"] == "Apache-2.0"  # the main encoder's
+    info = run["encoder_for"]["0"]
+    assert info["encoder"].startswith("rad-dino-") and info["dim"] == 32
+    assert info["licence"]["spdx"] == "MSRLA" and info["licence"]["commercial"] is False
+    assert "MSRLA" in (out / "report.html").read_text()
