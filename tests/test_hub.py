@@ -312,3 +312,14 @@ def test_encoder_for_a_group_records_and_shows_its_licence(
     assert info["encoder"].startswith("rad-dino-") and info["dim"] == 32
     assert info["licence"]["spdx"] == "MSRLA" and info["licence"]["commercial"] is False
     assert "MSRLA" in (out / "report.html").read_text()
+
+
+def test_processor_translation_without_a_crop_and_with_grey_statistics() -> None:
+    config = hub.preprocess_from_processor(
+        {"size": {"shortest_edge": 518}, "image_mean": [0.53], "image_std": 0.25, "resample": 2},
+        hub.IMAGENET,
+    )
+    assert config == PreprocessConfig(
+        size=518, mean=(0.53,) * 3, std=(0.25,) * 3, interpolation="bilinear", resize_mode="crop"
+    )
+    assert hub.preprocess_from_processor({}, hub.IMAGENET) == hub.IMAGENET

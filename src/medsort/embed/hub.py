@@ -76,8 +76,10 @@ def preprocess_from_processor(
     ``C`` with ``crop_pct=C/S`` (DINOv2: 256 -> 224); ``size={"height": H, "width": H}``
     without a crop is ``"squash"`` (ViT); anything the file does not give is ``default``'s.
     """
-    mean = tuple(float(v) for v in processor.get("image_mean", default.mean))
-    std = tuple(float(v) for v in processor.get("image_std", default.std))
+    mean, std = (
+        _three(processor.get(key), fallback)
+        for key, fallback in (("image_mean", default.mean), ("image_std", default.std))
+    )
     interpolation = _RESAMPLE.get(processor.get("resample", -1), default.interpolation)
     size, mode, crop_pct = default.size, default.resize_mode, default.crop_pct
     resize = processor.get("size")
@@ -96,12 +98,26 @@ def preprocess_from_processor(
             raise NotImplementedError("A fixed resize followed by a centre crop is not supported.")
     return PreprocessConfig(
         size=size,
-        mean=mean,  # type: ignore[arg-type]
-        std=std,  # type: ignore[arg-type]
+        mean=mean,
+        std=std,
         interpolation=interpolation,
         resize_mode=mode,
         crop_pct=round(crop_pct, 6),
     )
+
+
+def _three(values: Any, fallback: tuple[float, ...]) -> tuple[float, float, float]:
+    """Per-channel values as three floats (one value, as grey models give, is repeated)."""
+    if values is None:
+        values = fallback
+    if isinstance(values, (int, float)):
+        values = [values]
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise ValueError(f"Expected 1 or 3 channel values in the image processor, got {values}.")
+    return (values[0], values[1], values[2])
 
 
 def folder_preprocess(directory: Path, default: PreprocessConfig) -> PreprocessConfig:
