@@ -369,7 +369,12 @@ def run_models_list(args: argparse.Namespace) -> int:
             weights = "folder" if entry.argument else "installed"
         else:
             weights = "downloaded" if default_model_dir(entry.name).is_dir() else "download"
-        spec = f"{entry.name}:{entry.argument}" if entry.argument else entry.name
+        if not entry.argument:
+            spec = entry.name
+        elif entry.weights is None:
+            spec = f"{entry.name}:{entry.argument}"  # a folder is needed
+        else:
+            spec = f"{entry.name}[:{entry.argument}]"  # default: the models-home folder
         commercial = {True: "yes", False: "NO", None: "?"}[entry.licence.commercial]
         rows.append((spec, entry.licence.spdx, commercial, entry.modality, weights, entry.summary))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
