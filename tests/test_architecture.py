@@ -22,6 +22,7 @@ TOP_LEVEL = {
     "plugins": "io",
     "results": "group",
     "sorter": "group",
+    "modality_encoders": "group",
     "evaluate": "group",
     "pipeline": "cli",
     "cli": "cli",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="BiomedCLIP needs medsort[biomedclip] (torch)")
+torch = pytest.importorskip("torch", reason="BiomedCLIP needs medsort[hub] (torch)")
 pytest.importorskip("transformers")
 
 from medsort.embed import biomedclip  # noqa: E402
@@ -47,7 +47,7 @@ def test_protocol_and_registry(encoder: biomedclip.BiomedCLIPEncoder) -> None:
     assert encoder.config.resize_mode == "crop"
     built = create_encoder(f"biomedclip:{FIXTURE}", resize_mode="pad")
     assert isinstance(built, biomedclip.BiomedCLIPEncoder)
-    assert built.name == encoder.name
+    assert built.name == encoder.name + "-pad"
     assert built.config.resize_mode == "pad"
 
 
@@ -136,6 +136,17 @@ def test_missing_tokenizer_is_named(tmp_path: Path) -> None:
         biomedclip.BiomedCLIPEncoder(tmp_path)
 
 
-def test_missing_directory_argument() -> None:
-    with pytest.raises(ValueError, match="biomedclip:/path/to/dir"):
+def test_without_a_folder_the_models_home_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDSORT_MODELS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="medsort models download biomedclip"):
         create_encoder("biomedclip")
+    shutil.copytree(FIXTURE, tmp_path / "biomedclip")
+    assert create_encoder("biomedclip").name == biomedclip.BiomedCLIPEncoder(FIXTURE).name
+
+
+def test_pad_and_crop_features_have_their_own_cache_names() -> None:
+    crop = biomedclip.BiomedCLIPEncoder(FIXTURE)
+    pad = biomedclip.BiomedCLIPEncoder(FIXTURE, resize_mode="pad")
+    assert crop.name != pad.name and pad.name.startswith(crop.name)

@@ -157,3 +157,26 @@ def test_pad_resize_keeps_the_whole_image() -> None:
     rows = np.flatnonzero(out[:, 112, 0] > 0)
     assert rows.min() == 56 and rows.max() == 167  # letterboxed, nothing cropped
     assert (out[:, 0, 0] > 0).sum() > 0 and (out[:, -1, 0] > 0).sum() > 0
+
+
+def test_crop_pct_resizes_the_shorter_side_then_crops_the_centre() -> None:
+    from medsort.preprocess import PreprocessConfig
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(300, 375, 3), dtype=np.uint8)
+    config = PreprocessConfig(size=224, resize_mode="crop", crop_pct=0.875)
+    by_hand = Image.fromarray(image).resize((320, 256), Image.Resampling.BICUBIC)
+    expected = np.asarray(by_hand)[16:240, 48:272]  # DINOv2's 256 -> centre 224
+    np.testing.assert_array_equal(to_model_input(image, config), expected)
+    whole = PreprocessConfig(size=224, resize_mode="crop")  # crop_pct 1: shorter side 224
+    assert not np.array_equal(to_model_input(image, whole), expected)
+
+
+def test_squash_ignores_the_aspect_ratio() -> None:
+    from medsort.preprocess import PreprocessConfig
+
+    image = np.zeros((50, 100, 3), dtype=np.uint8)
+    image[:, 50:] = 255  # right half white
+    out = to_model_input(image, PreprocessConfig(size=32, resize_mode="squash"))
+    assert out.shape == (32, 32, 3)
+    assert out[:, :14].max() == 0 and out[:, 18:].min() == 255  # nothing padded or cut

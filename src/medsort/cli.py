@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run(args)
     except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
         print(f"medsort: error: {_printable(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("medsort: interrupted", file=sys.stderr)
         return 130
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    """Licence warnings read as medsort's own messages; others as Python prints them."""
+    if category.__name__ == "LicenceWarning":
+        print(f"medsort: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 def _printable(text: str) -> str:
@@ -76,7 +90,16 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--encoder",
         default="efficientnet_lite0",
-        help="encoder name, e.g. efficientnet_lite0 or biomedclip:DIR",
+        help="encoder name (see `medsort models list`), e.g. efficientnet_lite0, "
+        "dinov2-small (weights from `medsort models download`) or biomedclip:DIR",
+    )
+    command.add_argument(
+        "--encoder-for",
+        default=None,
+        metavar="GROUP=ENCODER,...",
+        help="embed modality groups again with their own encoder, e.g. "
+        "xray=rad-dino,1=phikon (a group's index as in the report, or a modality name "
+        "from DICOM Modality / slides)",
     )
     command.add_argument(
         "--device",
@@ -261,12 +284,23 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
 def _add_models(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser("models", help="list encoders or download weights")
     actions = command.add_subparsers(title="actions")
-    listing = actions.add_parser("list", help="list the registered encoders")
-    listing.add_argument("--quiet", action="store_true", help="names only (the default output)")
+    listing = actions.add_parser(
+        "list", help="the registered encoders: licence, modality, weights (downloaded or not)"
+    )
+    listing.add_argument("--quiet", action="store_true", help="names only")
     listing.set_defaults(run=run_models_list)
-    download = actions.add_parser("download", help="download weights (needs internet)")
-    download.add_argument("model", choices=["biomedclip"], help="which model's weights")
-    download.add_argument("target", type=folder_to_write, help="folder to put the weights in")
+    download = actions.add_parser(
+        "download", help="download an encoder's weights once (needs internet), then use offline"
+    )
+    download.add_argument("model", help="encoder name, e.g. dinov2-small (see `models list`)")
+    download.add_argument(
+        "target",
+        type=folder_to_write,
+        nargs="?",
+        default=None,
+        help="folder to put the weights in (default: the models home, "
+        "$MEDSORT_MODELS_DIR or ~/.cache/medsort/models/NAME, found by --encoder NAME)",
+    )
     download.add_argument("--quiet", action="store_true", help="do not print the folder")
     download.set_defaults(run=run_models_download)
 
@@ -293,6 +327,7 @@ def sorter_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports stay l
         device=args.device,
         views=not args.no_views,
         progress=not args.quiet,
+        encoder_for=args.encoder_for,
     )
 
 
@@ -352,16 +387,45 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_models_list(args: argparse.Namespace) -> int:
-    from medsort.embed.registry import list_encoders
+    from medsort.embed.registry import default_model_dir, list_entries
 
-    print("\n".join(list_encoders()))
+    entries = list_entries()
+    if args.quiet:
+        print("\n".join(entry.name for entry in entries))
+        return 0
+    rows = [("name", "licence", "commercial", "modality", "weights", "what")]
+    for entry in entries:
+        if entry.weights is None:
+            weights = "folder" if entry.argument else "installed"
+        else:
+            weights = "downloaded" if default_model_dir(entry.name).is_dir() else "download"
+        if not entry.argument:
+            spec = entry.name
+        elif entry.weights is None:
+            spec = f"{entry.name}:{entry.argument}"  # a folder is needed
+        else:
+            spec = f"{entry.name}[:{entry.argument}]"  # default: the models-home folder
+        commercial = {True: "yes", False: "NO", None: "?"}[entry.licence.commercial]
+        rows.append((spec, entry.licence.spdx, commercial, entry.modality, weights, entry.summary))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:5], widths, strict=True))
+            + "  "
+            + row[5]
+        )
     return 0
 
 
 def run_models_download(args: argparse.Namespace) -> int:
-    from medsort.embed.biomedclip import download_biomedclip
+    from medsort.embed.registry import get_entry
+    from medsort.embed.weights import download_encoder
 
-    folder = download_biomedclip(args.target)
+    entry = get_entry(args.model)
+    message = entry.licence.warning(entry.name)
+    if message:
+        print(f"medsort: warning: {message}", file=sys.stderr)
+    folder = download_encoder(entry.name, args.target)
     if not args.quiet:
         print(folder)
     return 0

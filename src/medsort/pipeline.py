@@ -41,7 +41,9 @@ def sort_folder(
     Nothing under ``input_dir`` is modified. If ``out_dir`` lies inside ``input_dir`` it
     is left out of the scan. ``out_dir`` is marked incomplete from the first file written
     to the last (see :mod:`medsort.results`); a folder without readable images still gets
-    ``skipped.csv``.
+    ``skipped.csv``. The sorter's ``encoder_for`` embeds chosen modality groups again with
+    their own encoder (:mod:`medsort.modality_encoders`); the summary names any licence
+    warning of the encoders used.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     sorter = Sorter() if sorter is None else sorter
@@ -140,6 +142,10 @@ def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = Non
     ]
     if run.n_skipped:
         lines.append(f"Skipped {run.n_skipped} file(s): see {out_dir / 'skipped.csv'}")
+    for info in [run.encoder_licence or {}, *run.get("encoder_for", {}).values()]:
+        warning = info.get("warning") or (info.get("licence") or {}).get("warning")
+        if warning:
+            lines.append(f"Licence: {warning}")
     warnings = [f for f in findings or [] if f.get("level") == "warning"]
     for finding in warnings:
         lines.append(f"Warning: {finding['message']}")

@@ -84,6 +84,10 @@ class RunInfo:
     medsort_version: str | None = None
     input_dir: str | None = None
     encoder: str | None = None
+    encoder_spec: str | None = None
+    """The registry spec the encoder was built from (``None`` for an encoder object)."""
+    encoder_licence: dict[str, Any] | None = None
+    """The encoder's licence and source (:func:`~medsort.embed.registry.describe_encoder`)."""
     n_clusters: int | None = None
     reading: dict[str, Any] = field(default_factory=dict)
     """The :class:`~medsort.io.readers.ReadOptions` as saved (``read_options`` in the file)."""

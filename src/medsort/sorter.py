@@ -17,12 +17,13 @@ from sklearn.utils.validation import check_is_fitted
 from medsort import __version__
 from medsort.embed.backends import LocalBackend, RayBackend
 from medsort.embed.cache import CacheSpec, keep_mask, open_cache
-from medsort.embed.registry import Encoder, create_encoder
+from medsort.embed.registry import Encoder, absolute_spec, create_encoder, describe_encoder
 from medsort.embed.stream import Embedded, decode_options
 from medsort.group import TwoLevelGrouper
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
+from medsort.modality_encoders import PerModalityGrouper, parse_encoder_for
 from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
 
 
@@ -74,6 +75,11 @@ class Sorter(BaseEstimator):
         weigh them into the condition groups (see :class:`~medsort.group.TwoLevelGrouper`).
     progress : bool
         Show progress bars (and, in :func:`~medsort.pipeline.sort_folder`, messages).
+    encoder_for : dict, str or None
+        Modality group (index or name) → encoder spec, e.g. ``"xray=rad-dino,1=phikon"``:
+        those modality groups are embedded again with their encoder (locally, through the
+        same cache) and their condition groups formed from it
+        (:mod:`medsort.modality_encoders`; ``predict`` is then not available).
 
     Attributes
     ----------
@@ -106,6 +112,7 @@ class Sorter(BaseEstimator):
         device: str = "auto",
         views: bool = True,
         progress: bool = True,
+        encoder_for: dict[str, str] | str | None = None,
     ) -> None:
         self.encoder = encoder
         self.grouper = grouper
@@ -118,6 +125,7 @@ class Sorter(BaseEstimator):
         self.device = device
         self.views = views
         self.progress = progress
+        self.encoder_for = encoder_for
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -128,6 +136,7 @@ class Sorter(BaseEstimator):
         self.timings_: dict[str, float] = {}
         started = time.perf_counter()
         files = scan_folder(input_dir, exclude=exclude)
+        parse_encoder_for(self.encoder_for)  # a bad mapping fails before any embedding
         self.encoder_ = self._make_encoder()
         grouper = TwoLevelGrouper() if self.grouper is None else clone(self.grouper)
         embedded = self._embed(files)
@@ -151,6 +160,10 @@ class Sorter(BaseEstimator):
         if self.progress:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
         self.grouper_ = grouper.fit(embedded.vectors, views=embedded.views)
+        if self.encoder_for:
+            self.grouper_ = PerModalityGrouper(
+                self.grouper_, self.encoder_for, self.device, grouper.random_state, self.progress
+            ).fit(embedded, self._embed_with)
         self.timings_["group"] = time.perf_counter() - started
         self.labels_ = self.grouper_.labels_
         self.modality_labels_ = self.grouper_.modality_labels_
@@ -195,21 +208,29 @@ class Sorter(BaseEstimator):
             return create_encoder(self.encoder, device=self.device)
         return self.encoder
 
-    def _embed(self, files: list[Path]) -> Embedded:
-        backend = LocalBackend() if self.backend is None else self.backend
+    def _embed_with(self, files: list[Path], encoder: Encoder) -> Embedded:
+        """Embed ``files`` with another ``encoder``, locally, through the same cache."""
+        return self._embed(files, encoder)
+
+    def _embed(self, files: list[Path], encoder: Encoder | None = None) -> Embedded:
+        """Embed ``files`` with the backend and the fitted encoder, or with ``encoder``
+        (then always in this process: a Ray worker could not build it from a name)."""
+        backend = LocalBackend() if self.backend is None or encoder is not None else self.backend
         if not hasattr(backend, "embed"):
             raise ValueError(
                 f"Unknown backend {backend!r}: use LocalBackend() or RayBackend(...) "
                 "from medsort.embed.backends (or None for local)."
             )
+        spec = self.encoder if encoder is None else encoder
+        encoder = self.encoder_ if encoder is None else encoder
         cache, opened = open_cache(self.cache)
         try:
             return backend.embed(
                 files,
-                self.encoder_,
-                self.encoder,
+                encoder,
+                spec,
                 cache,
-                options=decode_options(self.read_options, self.encoder_),
+                options=decode_options(self.read_options, encoder),
                 batch_size=self.batch_size,
                 progress=self.progress,
                 views=self.views,
@@ -254,11 +275,15 @@ class Sorter(BaseEstimator):
         )
 
     def _run_info(self, input_dir: Path, embedded: Embedded) -> RunInfo:
+        grouper = getattr(self.grouper_, "base", self.grouper_)  # PerModalityGrouper's base
+        spec = self.encoder if isinstance(self.encoder, str) else None
         return RunInfo(
             medsort_version=__version__,
             input_dir=str(input_dir.resolve()),
             encoder=self.encoder_.name,
-            n_clusters=self.grouper_.n_clusters,
+            encoder_spec=None if spec is None else absolute_spec(spec),
+            encoder_licence=describe_encoder(self.encoder_, spec),
+            n_clusters=grouper.n_clusters,
             reading=asdict(self.read_options or ReadOptions()),
             n_items=len(embedded.items),
             n_skipped=len(embedded.skipped),
@@ -268,6 +293,7 @@ class Sorter(BaseEstimator):
             views_per_modality_group=self.grouper_.views_used_,
             timings_s={stage: round(seconds, 3) for stage, seconds in self.timings_.items()},
             peak_rss_mib=peak_rss_mib(),
+            extra=self.grouper_.run_info() if isinstance(self.grouper_, PerModalityGrouper) else {},
         )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medsort.embed.cache import default_cache_dir
-from medsort.embed.registry import register_encoder
+from medsort.embed.registry import Encoder, EncoderEntry, Licence, register
 from medsort.embed.runtime import check_device, choose_providers, inference_threads
 from medsort.preprocess import PreprocessConfig
 
@@ -151,7 +151,42 @@ def lite_graph(filename: str) -> Path:
     return export_lite(number, exported)
 
 
-for _variant in VARIANTS:
-    register_encoder(_variant)(
-        lambda device="auto", variant=_variant: create_lite_encoder(variant, device)  # type: ignore[misc]
+LITE_LICENCE = Licence(
+    "Apache-2.0",
+    commercial=True,
+    url="https://github.com/tensorflow/tpu/tree/master/models/official/efficientnet/lite",
+    note="ImageNet weights; see embed/models/NOTICE",
+)
+
+
+def create_torch_lite(variant: str, device: str = "auto") -> Encoder:
+    """The same network in torch (``<variant>_torch``, needs ``medsort[torch]``)."""
+    from medsort.embed.efficientnet import EfficientNetLiteEncoder  # torch: imported on use
+
+    return EfficientNetLiteEncoder(variant, device=device)
+
+
+for _variant, (_graph, _size) in VARIANTS.items():
+    register(
+        EncoderEntry(
+            name=_variant,
+            factory=lambda device="auto", variant=_variant: create_lite_encoder(variant, device),
+            preprocess=PreprocessConfig(size=_size),
+            licence=LITE_LICENCE,
+            modality="general",
+            pooling="avg",
+            summary=f"ImageNet EfficientNet-Lite at {_size} px on ONNX Runtime (offline)",
+        )
+    )
+    register(
+        EncoderEntry(
+            name=_variant + "_torch",
+            factory=lambda device="auto", variant=_variant: create_torch_lite(variant, device),
+            preprocess=PreprocessConfig(size=_size),
+            licence=LITE_LICENCE,
+            modality="general",
+            pooling="avg",
+            needs="medsort[torch]",
+            summary=f"the same as {_variant}, in torch",
+        )
     )

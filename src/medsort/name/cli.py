@@ -57,7 +57,7 @@ def run_name(args: argparse.Namespace) -> int:
     from medsort.results import SortResult
 
     result = SortResult.load(args.out)
-    encoder = create_encoder(result.run.encoder)
+    encoder = create_encoder(result.run.encoder_spec or result.run.encoder)
     named = name_groups(
         result,
         encoder,

@@ -13,8 +13,10 @@ class PreprocessConfig:
     """How images must be prepared for an encoder.
 
     ``resize_mode="pad"`` scales the longer side to ``size`` and pads the rest with
-    black, so no image border is cropped away; ``"crop"`` scales the shorter side and
-    centre-crops.
+    black, so no image border is cropped away; ``"crop"`` scales the shorter side to
+    ``size / crop_pct`` and centre-crops ``size`` (timm's ``crop_pct``: 0.875 is the
+    256 -> 224 of DINOv2's processor); ``"squash"`` resizes to ``size x size`` without
+    keeping the aspect ratio (transformers' ``ViTImageProcessor``).
     """
 
     size: int = 224
@@ -22,3 +24,4 @@ class PreprocessConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
     resize_mode: str = "pad"
+    crop_pct: float = 1.0

@@ -23,6 +23,9 @@ def to_model_input(rgb: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     image = Image.fromarray(rgb)
     if config.resize_mode == "crop":
         return _resize_and_crop(image, config)
+    if config.resize_mode == "squash":
+        size = (config.size, config.size)
+        return np.asarray(image.resize(size, _RESAMPLE[config.interpolation]))
     size = config.size
     width, height = image.size
     scale = size / max(width, height)
@@ -40,11 +43,12 @@ def _resize_and_crop(image: Image.Image, config: PreprocessConfig) -> np.ndarray
     # longer side truncated, centre crop offset rounded), so crop-mode encoders see
     # exactly the pixels they were trained on.
     size = config.size
+    short = size if config.crop_pct == 1.0 else round(size / config.crop_pct)
     width, height = image.size
     if width <= height:
-        new_size = (size, int(size * height / width))
+        new_size = (short, int(short * height / width))
     else:
-        new_size = (int(size * width / height), size)
+        new_size = (int(short * width / height), short)
     image = image.resize(new_size, _RESAMPLE[config.interpolation])
     left = int(round((new_size[0] - size) / 2.0))
     top = int(round((new_size[1] - size) / 2.0))

@@ -180,7 +180,7 @@ def _text_prior_for(
         raise ValueError(f"Unknown text prior {mode!r}: use one of {', '.join(TEXT_PRIOR_MODES)}.")
     if mode == "off" or (mode == "auto" and not few_labels(y[~unlabelled_mask(y)])):
         return None
-    spec = result.run.encoder or ""
+    spec = result.run.encoder_spec or result.run.encoder or ""
     if not encoder_has_text(spec):
         if mode == "on":
             raise ValueError(

@@ -65,6 +65,7 @@ def page_data(
         ],
         "map_rows": _map_rows(len(a)),
         "input_dir": str(result.run.input_dir or ""),
+        "encoder_licence": result.run.encoder_licence,
     }
 
 

@@ -146,6 +146,19 @@ def _json_for_script(data: dict) -> str:
     return text.replace("<", "\\u003c")
 
 
+def _licence_note(run: dict) -> str:
+    """The encoder's licence after its name, as a warning when not for commercial use."""
+    licences = [run.encoder_licence or {}]
+    licences += [info.get("licence") or {} for info in run.get("encoder_for", {}).values()]
+    notes = []
+    for licence in licences:
+        if licence.get("warning"):
+            notes.append(f'<span class="warning">{html.escape(licence["warning"])}</span>')
+        elif licence.get("spdx") and not notes:
+            notes.append(f"licence {html.escape(licence['spdx'])}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def _page(result: SortResult, body: str, data: dict) -> str:
     run = result.run
     n_items = len(result.assignments)
@@ -153,7 +166,7 @@ def _page(result: SortResult, body: str, data: dict) -> str:
         f"{n_items} images from <code>{html.escape(_known(run.input_dir, ''))}</code> "
         f"in {_known(run.n_modality_groups)} modality group(s) and "
         f"{_known(run.n_groups)} group(s); encoder <code>{html.escape(_known(run.encoder, ''))}"
-        f"</code>; {len(result.skipped)} file(s) skipped."
+        f"</code>{_licence_note(run)}; {len(result.skipped)} file(s) skipped."
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
