@@ -16,7 +16,7 @@ from medsort.cli import main
 from medsort.demo import demo_folder, demo_labels
 from medsort.embed.cache import EmbeddingCache
 from medsort.embed.registry import create_encoder
-from medsort.embed.stream import Embedded, decode_options, embed_files
+from medsort.embed.stream import Embedded, EmbeddedItem, decode_options, embed_files
 from medsort.group import TwoLevelGrouper
 from medsort.modality_encoders import (
     PerModalityGrouper,
@@ -42,10 +42,10 @@ def test_parse_encoder_for() -> None:
 
 
 def test_modality_group_names_from_metadata() -> None:
-    items = [{"meta": {"format": "DICOM", "modality": "CR"}}] * 3
-    items += [{"meta": {"format": "DICOM", "modality": "DX"}}]
-    items += [{"meta": {"format": "slide (aperio)"}}] * 2 + [{"meta": {"format": "PNG"}}]
-    items += [{"meta": {"format": "PNG"}}] * 2 + [{"meta": {"modality": "US"}}]
+    metas = [{"format": "DICOM", "modality": "CR"}] * 3 + [{"format": "DICOM", "modality": "DX"}]
+    metas += [{"format": "slide (aperio)"}] * 2 + [{"format": "PNG"}]
+    metas += [{"format": "PNG"}] * 2 + [{"modality": "US"}]
+    items = [EmbeddedItem(item="", meta=meta) for meta in metas]
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     assert modality_group_names(items, labels) == {0: "xray", 1: "histology", 2: None}
 
@@ -78,7 +78,7 @@ def test_regrouped_modality_follows_its_own_encoder() -> None:
     base = TwoLevelGrouper(random_state=0).fit(X)
     assert base.n_modalities_ == 2
     files = [Path(f"/data/{i}.png") for i in range(80)]
-    items = [{"item": "", "meta": {"format": "PNG"}} for _ in range(80)]
+    items = [EmbeddedItem(item="", meta={"format": "PNG"}) for _ in range(80)]
     embedded = Embedded(files=files, items=items, hashes=[""] * 80, vectors=X)
     target = int(base.modality_labels_[0])
     rows = np.flatnonzero(base.modality_labels_ == target)

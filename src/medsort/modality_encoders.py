@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from medsort.embed.registry import Encoder, create_encoder, describe_encoder, get_entry
-from medsort.embed.stream import Embedded
+from medsort.embed.stream import Embedded, EmbeddedItem
 from medsort.group import TwoLevelGrouper
 
 DICOM_MODALITY_NAMES = {
@@ -98,13 +98,13 @@ def item_modality(meta: Mapping[str, Any]) -> str | None:
 
 
 def modality_group_names(
-    items: list[dict[str, Any]], modality_labels: np.ndarray
+    items: list[EmbeddedItem], modality_labels: np.ndarray
 ) -> dict[int, str | None]:
     """Each modality group's name: the modality of more than half of its items, else ``None``."""
     names: dict[int, str | None] = {}
     for group in range(int(modality_labels.max()) + 1):
         rows = np.flatnonzero(modality_labels == group)
-        counts = Counter(item_modality(items[row].get("meta", {})) for row in rows)
+        counts = Counter(item_modality(items[row].meta) for row in rows)
         name, count = counts.most_common(1)[0]
         names[group] = name if count * 2 > len(rows) else None
     return names
@@ -234,12 +234,12 @@ class PerModalityGrouper:
         files = list(dict.fromkeys(embedded.files[row] for row in rows))
         again = embed_with(files, encoder)
         index = {
-            (str(path), entry["item"]): i
+            (str(path), entry.item): i
             for i, (path, entry) in enumerate(zip(again.files, again.items, strict=True))
         }
         order = []
         for row in rows:
-            key = (str(embedded.files[row]), embedded.items[row]["item"])
+            key = (str(embedded.files[row]), embedded.items[row].item)
             if key not in index:
                 reason = dict(again.skipped).get(embedded.files[row], "not read again")
                 raise ValueError(
