@@ -28,7 +28,7 @@ from medsort.report.data import (
     shown_part,
 )
 from medsort.report.thumbnails import ThumbnailStore
-from medsort.results import REPORT, SortResult
+from medsort.results import REPORT, RunInfo, SortResult
 
 MAX_TRAITS = 2
 PALETTE = [
@@ -146,7 +146,7 @@ def _json_for_script(data: dict) -> str:
     return text.replace("<", "\\u003c")
 
 
-def _licence_note(run: dict) -> str:
+def _licence_note(run: RunInfo) -> str:
     """The encoder's licence after its name, as a warning when not for commercial use."""
     licences = [run.encoder_licence or {}]
     licences += [info.get("licence") or {} for info in run.get("encoder_for", {}).values()]
