@@ -6,8 +6,9 @@ hand-crafted views of :mod:`medsort.embed.views`) into ``--cache-dir``, so rerun
     python benchmarks/bench_views.py [--cache-dir scratch/bench-cache] [--cases ...]
 
 For each case it prints one row per method: each view alone (spectral clustering, ``k``
-automatic and ``k`` given), the grouper on the CNN only (``view_weight=0``, the previous
-default) and the default grouper with views. Cases: the six dev sets, a mixed chest-xray-28 +
+automatic and ``k`` given), the grouper on the CNN only (``view_weight=0``), with every view at
+0.2 (``single_view_weights=()``, the previous default) and the default grouper, whose view
+weighting is voted per folder. Cases: the six dev sets, a mixed chest-xray-28 +
 lung-histology folder, and an imbalanced 3-class subset of blood-cells-128.
 """
 
@@ -118,14 +119,13 @@ def run_case(case: str, data: dict[str, object], k: int | None) -> None:
         row(case, f"{view} alone, auto k", SpectralAutoK(random_state=0).fit(Z).labels_, data)
         model = SpectralAutoK(n_clusters=k or k_true, random_state=0).fit(Z)
         row(case, f"{view} alone, k={k or k_true}", model.labels_, data)
-    for method, weight in (
-        ("grouper, CNN only (before)", 0.0),
-        ("grouper + views (default)", None),
+    for method, params in (
+        ("grouper, CNN only", {"view_weight": 0.0}),
+        ("grouper + views at 0.2 (before)", {"single_view_weights": ()}),
+        ("grouper + views, voted (default)", {}),
     ):
         started = time.process_time()
-        grouper = TwoLevelGrouper(n_clusters=k, random_state=0)
-        if weight is not None:
-            grouper.set_params(view_weight=weight)
+        grouper = TwoLevelGrouper(n_clusters=k, random_state=0, **params)
         grouper.fit(data["X"], views=data["views"])
         purity = score_grouping(data["modality"], grouper.modality_labels_)["acc"]
         agreement = grouper.views_used_[0].get("agreement", {})
@@ -138,6 +138,7 @@ def run_case(case: str, data: dict[str, object], k: int | None) -> None:
             purity=f"{purity:.3f}",
             cpu_s=f"{time.process_time() - started:.2f}",
             agreement=agreement,
+            chosen=[used["weights"] for used in grouper.views_used_],
         )
 
 

@@ -106,3 +106,37 @@ def test_sort_records_views_in_run_json(demo_images: Path, tmp_path: Path) -> No
     run = json.loads((out / "run.json").read_text())
     assert len(run["views_per_modality_group"]) == run["n_modality_groups"]
     assert all(used["views"][0] == "cnn" for used in run["views_per_modality_group"])
+
+
+def test_view_that_only_adds_noise_loses_the_vote() -> None:
+    """A colour view whose strong two-way split has nothing to do with the groups (a scanner
+    or stain batch) must not decide the grouping; the vote falls back on the CNN."""
+    rng = np.random.default_rng(3)
+    n = 300
+    truth = np.repeat([0, 1], n // 2)
+    X = np.abs(rng.normal(size=(n, 64))) + 1.5 * truth[:, None] * (np.arange(64) < 8)
+    batch = rng.permutation(truth)  # unrelated to the groups
+    colour = rng.normal(size=(n, 12)) + 4.0 * batch[:, None]
+    texture = rng.normal(size=(n, 6))
+    views = {"colour": colour, "texture": texture}
+
+    grouper = TwoLevelGrouper(n_clusters=2, random_state=0).fit(X.astype(np.float32), views=views)
+
+    used = grouper.views_used_[0]
+    assert used["weights"].get("colour", 0.0) < 0.5
+    assert cluster_accuracy(truth, grouper.labels_) > 0.95
+    assert len(used["candidates"]) == 6 and used["candidates"][0]["weights"] == {"cnn": 1.0}
+    assert (grouper.predict(X, views=views) == grouper.labels_).mean() > 0.95
+
+
+def test_most_agreed_picks_the_median_partition() -> None:
+    from medsort.group.multiview import candidate_weightings, most_agreed
+
+    a = np.repeat([0, 1], 50)
+    near = a.copy()
+    near[:3] = 1
+    other = np.tile([0, 1], 50)
+    best, means = most_agreed([other, near, a, a.copy()])
+    assert best == 2 and means[2] > means[1] > means[0]  # ties go to the earlier one (2, not 3)
+    assert candidate_weightings(["c", "t"], 0.2, ()) == [{"c": 0.2, "t": 0.2}]
+    assert len(candidate_weightings(["c", "t"], 0.2, (0.5, 1.0))) == 6

@@ -58,6 +58,13 @@ def test_every_image_is_in_the_page_with_its_thumbnail(small_sort) -> None:  # n
     for row, near in enumerate(data["neighbours"]):
         assert near and row not in near
         assert {table["modality_group"][n] for n in near} == {table["modality_group"][row]}
+    # each modality group says which views carried its grouping, as run.json records them
+    run = json.loads((out / "run.json").read_text())
+    notes = data["modality_views"]
+    assert len(notes) == run["n_modality_groups"] == len(run["views_per_modality_group"])
+    for note, used in zip(notes, run["views_per_modality_group"], strict=True):
+        assert note.startswith("Grouped on: CNN 1")
+        assert all(name in note for name in used["weights"] if name != "cnn")
 
 
 def test_rebuilding_reuses_the_thumbnails(small_sort, monkeypatch) -> None:  # noqa: ANN001

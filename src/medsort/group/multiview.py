@@ -1,5 +1,12 @@
 """Several views of each image in one grouping space: the CNN block plus weighted
-hand-crafted blocks (colour, texture; see :mod:`medsort.embed.views`)."""
+hand-crafted blocks (colour, texture; see :mod:`medsort.embed.views`).
+
+How much each view counts is chosen on the folder itself, without labels: the same ``k``
+groups are formed under a few candidate weightings, and the partition that agrees most
+with all the others (average NMI, the "median partition" of a cluster ensemble, Strehl and
+Ghosh 2002) is kept. A view that only adds noise on a folder (colour on grey ultrasound)
+gives partitions nobody else agrees with, so weightings that lean on it lose.
+"""
 
 from __future__ import annotations
 
@@ -95,6 +102,63 @@ class ViewBlocks(TransformerMixin, BaseEstimator):
             out[name] = Z[:, start : start + width]
             start += width
         return out
+
+
+def candidate_weightings(
+    names: list[str], joint_weight: float, single_weights: tuple[float, ...]
+) -> list[dict[str, float]]:
+    """Weight of each view block (the CNN block weighs 1) in every candidate grouping space.
+
+    With ``single_weights`` empty there is one candidate: every view at ``joint_weight``.
+    Otherwise the CNN alone, every view at ``joint_weight``, and each view alone beside the
+    CNN at each of ``single_weights``. Order matters for ties: earlier candidates win.
+
+    Parameters
+    ----------
+    names : list of str
+        View names.
+    joint_weight : float
+        Weight of every view in the joint candidate.
+    single_weights : tuple of float
+        Weights of one view at a time.
+
+    Returns
+    -------
+    list of dict
+        View name -> weight (views left out weigh 0) per candidate.
+    """
+    joint = {name: joint_weight for name in names}
+    if not single_weights:
+        return [joint]
+    singles = [{name: weight} for name in names for weight in single_weights]
+    return [{}, joint, *singles]
+
+
+def most_agreed(partitions: list[np.ndarray]) -> tuple[int, list[float]]:
+    """Index of the partition with the highest mean NMI to all the others, and those means.
+
+    The selection rule of cluster ensembles (Strehl and Ghosh 2002): with no labels, the
+    partition that shares most information with every other candidate is the one least
+    driven by what only one candidate sees. Ties go to the earliest partition.
+    """
+    n = len(partitions)
+    if n == 1:
+        return 0, [1.0]
+    scores = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            scores[i, j] = scores[j, i] = normalized_mutual_info_score(partitions[i], partitions[j])
+    means = [float(row.sum() / (n - 1)) for row in scores]
+    best = max(range(n), key=lambda i: (round(means[i], 9), -i))
+    return best, means
+
+
+def weighted_blocks(
+    base: np.ndarray, blocks: dict[str, np.ndarray], weights: dict[str, float]
+) -> np.ndarray:
+    """The CNN block beside each view block scaled by its weight (weight 0: left out)."""
+    kept = [blocks[name] * weight for name, weight in sorted(weights.items()) if weight > 0]
+    return np.hstack([base, *kept]) if kept else base
 
 
 def view_agreement(

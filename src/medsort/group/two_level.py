@@ -10,7 +10,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
 from medsort.group.cluster import SpectralAutoK, nearest_centre, sampled_rows
-from medsort.group.multiview import ViewBlocks, mean_row_norm, view_agreement
+from medsort.group.multiview import (
+    ViewBlocks,
+    candidate_weightings,
+    mean_row_norm,
+    most_agreed,
+    view_agreement,
+    weighted_blocks,
+)
 from medsort.group.reduce import (
     FeatureReducer,
     SpectralEmbedding,
@@ -93,9 +100,13 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
     refits the reduction inside each modality group and runs :class:`SpectralAutoK`.
 
     With hand-crafted ``views`` given to :meth:`fit` (see :mod:`medsort.embed.views`), level 2
-    picks ``k`` on the CNN features as without them, then forms the ``k`` groups in the CNN
-    block joined by each view's block at ``view_weight`` (:class:`ViewBlocks`). Level 1 uses
-    the CNN features only (modality purity is already perfect there).
+    picks ``k`` on the CNN features as without them, then forms the ``k`` groups under a few
+    weightings of the views beside the CNN block (``candidate_weightings`` in
+    :mod:`medsort.group.multiview`: the CNN alone, every view at ``view_weight``, each view
+    alone at each of ``single_view_weights``) and keeps the partition that agrees most with
+    the others (``most_agreed``); no labels are involved. Modality groups larger than
+    ``max_fit_samples`` rows use the joint weighting only. Level 1 uses the CNN features
+    only (modality purity is already perfect there).
 
     Parameters
     ----------
@@ -119,7 +130,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
     max_fit_samples : int, default=20000
         Non-linear steps are fitted on at most this many rows, the rest transformed.
     view_weight : float, default=0.2
-        Weight of each hand-crafted view block against the CNN block (0 ignores views).
+        Weight of each hand-crafted view block against the CNN block in the joint candidate
+        (0 ignores views altogether).
+    single_view_weights : tuple of float, default=(0.5, 1.0)
+        Weights of one view at a time in the other candidates; ``()`` keeps only the joint
+        candidate.
     view_components : int, default=32
         PCA size of each view block.
     random_state : int, default=0
@@ -161,6 +176,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         modality_min_fraction: float = 0.02,
         max_fit_samples: int = 20000,
         view_weight: float = 0.2,
+        single_view_weights: tuple[float, ...] = (0.5, 1.0),
         view_components: int = 32,
         random_state: int = 0,
     ) -> None:
@@ -174,6 +190,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.modality_min_fraction = modality_min_fraction
         self.max_fit_samples = max_fit_samples
         self.view_weight = view_weight
+        self.single_view_weights = single_view_weights
         self.view_components = view_components
         self.random_state = random_state
 
@@ -317,7 +334,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.distances_ = np.zeros(n, dtype=np.float64)
         self.map_2d_ = np.zeros((n, 2), dtype=np.float64)
         self.modality_models_: list[tuple[FeatureReducer, SpectralAutoK]] = []
-        self.view_models_: list[tuple[float, ViewBlocks] | None] = []
+        self.view_models_: list[tuple[float, ViewBlocks, dict[str, float]] | None] = []
         self.views_used_: list[dict[str, object]] = []
         self.group_offsets_: list[int] = []
         group_modality: list[int] = []
@@ -346,7 +363,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
     def _with_views(
         self, model: SpectralAutoK, Zm: np.ndarray, rows: np.ndarray, fit_rows: int
     ) -> SpectralAutoK:
-        """Re-form ``model``'s ``k`` groups in the CNN + views space (``model`` if no views)."""
+        """Re-form ``model``'s ``k`` groups with the views, under the weighting the candidates
+        agree on most (``model`` itself if there are no views)."""
         used: dict[str, object] = {"views": ["cnn"], "weights": {"cnn": 1.0}, "k_from": "cnn"}
         if not self._views or model.n_clusters_ < 2:
             self.view_models_.append(None)
@@ -354,22 +372,49 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             return model
         blocks = ViewBlocks(
             n_components=self.view_components,
-            weight=self.view_weight,
+            weight=1.0,
             max_fit_samples=max(self.max_fit_samples, 50000),
             random_state=self.random_state,
         )
         view_rows = {name: array[rows] for name, array in self._views.items()}
-        V = blocks.fit(view_rows).transform(view_rows)
+        parts = blocks.blocks(blocks.fit(view_rows).transform(view_rows))
         scale = mean_row_norm(Zm)
-        joined = np.hstack([Zm / scale, V])
-        combined = self._condition_clusterer(model.n_clusters_, fit_rows)._fit(joined, None)
-        self.view_models_.append((scale, blocks))
-        parts = {"cnn": Zm / scale, **blocks.blocks(V)}
-        used["views"] = list(parts)
-        used["weights"] = {"cnn": 1.0, **{name: self.view_weight for name in blocks.names_}}
-        used["agreement"] = view_agreement(parts, combined.labels_, self.random_state)
+        singles = self.single_view_weights if len(rows) <= self.max_fit_samples else ()
+        candidates = candidate_weightings(blocks.names_, self.view_weight, tuple(singles))
+        models = [
+            self._candidate_model(model, Zm / scale, parts, weights, fit_rows)
+            for weights in candidates
+        ]
+        best, agreement = most_agreed([m.labels_ for m in models])
+        chosen, weights = models[best], candidates[best]
+        kept_any = any(weight > 0 for weight in weights.values())
+        self.view_models_.append((scale, blocks, weights) if kept_any else None)
+        kept = [name for name in blocks.names_ if weights.get(name, 0.0) > 0]
+        used["views"] = ["cnn", *kept]
+        used["weights"] = {"cnn": 1.0, **{name: weights[name] for name in kept}}
+        used["candidates"] = [
+            {"weights": {"cnn": 1.0, **w}, "mean_nmi_to_others": round(a, 3)}
+            for w, a in zip(candidates, agreement, strict=True)
+        ]
+        used["agreement"] = view_agreement(
+            {"cnn": Zm / scale, **parts}, chosen.labels_, self.random_state
+        )
         self.views_used_.append(used)
-        return combined
+        return chosen
+
+    def _candidate_model(
+        self,
+        model: SpectralAutoK,
+        base: np.ndarray,
+        parts: dict[str, np.ndarray],
+        weights: dict[str, float],
+        fit_rows: int,
+    ) -> SpectralAutoK:
+        """``model``'s ``k`` groups formed again in the CNN block plus weighted view blocks."""
+        if not any(weight > 0 for weight in weights.values()):
+            return model
+        joined = weighted_blocks(base, parts, weights)
+        return self._condition_clusterer(model.n_clusters_, fit_rows)._fit(joined, None)
 
     def _modality_reducer(
         self, X: np.ndarray, rows: np.ndarray, large: bool = False
@@ -426,9 +471,9 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             if rows.size:
                 Z = reducer.transform(X[rows])
                 if self.view_models_[m] is not None:
-                    scale, blocks = self.view_models_[m]
+                    scale, blocks, weights = self.view_models_[m]
                     V = blocks.transform({name: array[rows] for name, array in views.items()})
-                    Z = np.hstack([Z / scale, V])
+                    Z = weighted_blocks(Z / scale, blocks.blocks(V), weights)
                 out[rows] = model.predict(Z) + self.group_offsets_[m]
         return out
 

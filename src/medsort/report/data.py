@@ -64,9 +64,28 @@ def page_data(
             for g, members in a.groupby("group", sort=True)
         ],
         "map_rows": _map_rows(len(a)),
+        "modality_views": [views_note(u) for u in result.run.views_per_modality_group or []],
         "input_dir": str(result.run.input_dir or ""),
         "encoder_licence": result.run.encoder_licence,
     }
+
+
+def views_note(used: dict[str, Any]) -> str:
+    """One line on which views carried a modality group's grouping (run.json's
+    ``views_per_modality_group`` entry), e.g. "Grouped on: CNN 1, texture 0.5"."""
+    weights = used.get("weights", {"cnn": 1.0})
+    line = "Grouped on: " + ", ".join(
+        f"{'CNN' if name == 'cnn' else name} {weight:g}" for name, weight in weights.items()
+    )
+    candidates = used.get("candidates", [])
+    if len(candidates) > 1:
+        line += f" (the weighting that {len(candidates) - 1} others agreed with most)"
+    agreement = used.get("agreement", {})
+    if agreement:
+        line += ". Each view alone agrees with the groups: " + ", ".join(
+            f"{'CNN' if name == 'cnn' else name} {value:.2f}" for name, value in agreement.items()
+        )
+    return line + "."
 
 
 def page_rows(assignments: pd.DataFrame, limit: int = MAX_PAGE_ITEMS) -> np.ndarray | None:

@@ -118,6 +118,11 @@
       c.className = "muted"; c.textContent = " (" + n + " images)";
       h.appendChild(c);
       box.appendChild(h);
+      if (D.modality_views && D.modality_views[m]) {
+        var note = document.createElement("p");
+        note.className = "muted views-note"; note.textContent = D.modality_views[m];
+        box.appendChild(note);
+      }
       byModality[m].forEach(function (g) { box.appendChild(groupBlock(g)); });
       root.appendChild(box);
     });
