@@ -23,7 +23,12 @@ Command = Callable[[argparse.Namespace], int]
 QUIET_HELP = "no progress bars or messages"
 
 # Later stages add their own subcommands through ``add_commands(subparsers)``.
-STAGE_COMMANDS: tuple[str, ...] = ("medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli")
+STAGE_COMMANDS: tuple[str, ...] = (
+    "medsort.adapt.cli",
+    "medsort.name.cli",
+    "medsort.refine.cli",
+    "medsort.audit.cli",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
