@@ -88,6 +88,12 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="where the encoder runs (auto: a GPU where onnxruntime-gpu or CUDA torch has one)",
     )
     command.add_argument(
+        "--adapt",
+        action="store_true",
+        help="first adapt the encoder to this folder's images, without labels, into "
+        "OUT/adapted (medsort adapt; needs medsort[torch]; minutes), then sort with it",
+    )
+    command.add_argument(
         "--export",
         choices=["copy", "link"],
         default=None,
@@ -285,6 +291,7 @@ def run_sort(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         device=args.device,
         views=not args.no_views,
+        adapt=args.adapt,
     )
     if result_dir and args.open:
         open_report(result_dir)

@@ -37,6 +37,7 @@ def sort_folder(
     num_workers: int | None = None,
     device: str = "auto",
     views: bool = True,
+    adapt: bool = False,
 ) -> Path:
     """Sort ``input_dir`` and write every output into ``out_dir``; returns ``out_dir``.
 
@@ -50,11 +51,17 @@ def sort_folder(
     vectors only, without the hand-crafted views (:mod:`medsort.embed.views`). Groups are
     named from ``reference`` images, or from the (``vocabulary``'s) text prompts when the
     encoder embeds text. ``device`` (``auto``, ``cpu``, ``cuda``) is where a named encoder
-    runs.
+    runs. ``adapt=True`` first adapts EfficientNet-Lite0 to the folder's images without
+    labels (:mod:`medsort.adapt`, needs torch) into ``out_dir/adapted`` (kept, reused by a
+    later run on the same images, resumed if interrupted) and sorts with it.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     check_folders(input_dir, out_dir)
     exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
+    if adapt:
+        model_dir = adapt_to_folder(input_dir, out_dir, exclude, random_state, device, quiet,
+                                    read_options)  # fmt: skip
+        encoder = f"adapted:{model_dir}"
     with writing(out_dir):
         remove_stale_outputs(out_dir)
         try:
@@ -71,6 +78,32 @@ def sort_folder(
         except BaseException as error:
             mark_failed(out_dir, type(error).__name__)
             raise
+
+
+ADAPTED_DIR = "adapted"
+
+
+def adapt_to_folder(
+    input_dir: Path,
+    out_dir: Path,
+    exclude: Path | None,
+    seed: int,
+    device: str,
+    quiet: bool,
+    read_options: ReadOptions | None,
+) -> Path:
+    """``medsort sort --adapt``'s adaptation into ``out_dir/adapted`` (see :mod:`medsort.adapt`)."""
+    try:
+        from medsort.adapt.train import Adapter
+    except ImportError as error:
+        raise ImportError(
+            f"--adapt needs torch: pip install 'medsort[torch]' (CPU-only: see the README); {error}"
+        ) from None
+    adapter = Adapter(seed=seed, device=device, quiet=quiet)
+    # overwrite: an encoder of other images in out_dir/adapted is this command's own output.
+    adapter.fit(input_dir, out_dir / ADAPTED_DIR, overwrite=True, read_options=read_options,
+                exclude=exclude)  # fmt: skip
+    return adapter.model_dir_
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:

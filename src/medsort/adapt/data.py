@@ -60,14 +60,18 @@ def decode_folder(
     options: ReadOptions | None = None,
     quiet: bool = False,
     threads: int = 2,
+    exclude: list[Path] | None = None,
 ) -> DecodedFolder:
     """Read every image under ``input_dir`` (never modified) into a :class:`DecodedFolder`.
 
     Unreadable files are reported on stderr and left out. Above ``max_images`` files a
-    fixed random sample (by ``seed``) is read.
+    fixed random sample (by ``seed``) is read. Files under ``exclude`` folders are not read.
     """
     input_dir = Path(input_dir)
     files = scan_folder(input_dir)
+    for folder in exclude or []:
+        folder = Path(folder).resolve()
+        files = [path for path in files if not path.resolve().is_relative_to(folder)]
     if max_images is not None and len(files) > max_images:
         keep = np.sort(np.random.default_rng(seed).choice(len(files), max_images, replace=False))
         files = [files[i] for i in keep]

@@ -87,6 +87,9 @@ class Adapter:
         The epoch exported (0 when adaptation never beat the ImageNet weights).
     model_dir_ : Path
         Where the encoder was saved.
+    model_ : torch.nn.Module or None
+        The adapted EfficientNet-Lite0 in torch (best epoch; None when ``fit`` kept an
+        encoder already saved).
     """
 
     def __init__(
@@ -126,26 +129,30 @@ class Adapter:
         overwrite: bool = False,
         read_options: ReadOptions | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
+        exclude: Path | None = None,
     ) -> Adapter:
         """Adapt on ``input_dir`` (never modified) and save the encoder into ``model_dir``.
 
         A ``model_dir`` holding an encoder adapted on the same images with the same
         parameters is kept as it is; one holding an interrupted run's checkpoint is resumed
         from its last epoch. Anything else there raises ValueError unless ``overwrite``.
-        ``on_epoch(epoch, record)`` is called after each epoch is checkpointed.
+        ``on_epoch(epoch, record)`` is called after each epoch is checkpointed; ``exclude``
+        is a folder under ``input_dir`` not to read (an output folder), and ``model_dir``
+        is never read as input either.
         """
         started = time.process_time()
         input_dir, model_dir = Path(input_dir), Path(model_dir)
         self._setup_torch()
         config = PreprocessConfig(size=224)
         data = decode_folder(
-            input_dir, config, self.max_images, self.seed, read_options, quiet=self.quiet
-        )
+            input_dir, config, self.max_images, self.seed, read_options, quiet=self.quiet,
+            exclude=[model_dir, *([exclude] if exclude is not None else [])],
+        )  # fmt: skip
         done = self._finished(model_dir, data)
         if done is not None:
             self._say(f"{model_dir} already holds this folder's adapted encoder: kept.")
             self.history_, self.best_epoch_ = done["history"], done["best_epoch"]
-            self.model_dir_ = model_dir
+            self.model_dir_, self.model_ = model_dir, None
             return self
         state = self._checkpoint(model_dir, data, overwrite)
         self._cpu_before = float(state.get("cpu_seconds", 0.0)) if state else 0.0
@@ -215,6 +222,7 @@ class Adapter:
         (model_dir / CHECKPOINT).unlink(missing_ok=True)
         shutil.rmtree(model_dir / WORK, ignore_errors=True)
         self.history_, self.best_epoch_, self.model_dir_ = history, best_epoch, model_dir
+        self.model_ = model.eval()
         self._say(
             f"adapted encoder saved to {model_dir} (epoch {best_epoch} of {len(history) - 1}; "
             f"held-out view-matching loss {history[0]['criterion']:.3f} → "
