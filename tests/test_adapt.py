@@ -118,8 +118,8 @@ def test_saved_encoder_reloads_to_the_same_features(small_folder: Path, tmp_path
     onnx = _features(tmp_path / "model", pixels)
     with torch.no_grad():
         reference = PooledFeatures(adapter.model_).eval()(torch.from_numpy(pixels)).numpy()
-    cosine = (onnx * reference).sum(1) / np.linalg.norm(onnx, axis=1) / np.linalg.norm(
-        reference, axis=1
+    cosine = (
+        (onnx * reference).sum(1) / np.linalg.norm(onnx, axis=1) / np.linalg.norm(reference, axis=1)
     )
     assert cosine.min() >= 0.9999
     assert np.array_equal(onnx, _features(tmp_path / "model", pixels))
