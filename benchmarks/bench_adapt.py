@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--models", type=Path, default=Path("bench_adapt_models"))
     parser.add_argument("--cache-dir", type=Path, default=Path("bench_adapt_cache"))
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5)

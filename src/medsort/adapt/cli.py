@@ -20,13 +20,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--out", type=folder_to_write, required=True, help="folder to save the adapted encoder in"
     )
     adapt.add_argument(
-        "--epochs", type=at_least(1), default=10, help="most training epochs (default 10)"
+        "--epochs", type=at_least(1), default=15, help="most training epochs (default 15)"
     )
     adapt.add_argument(
         "--patience",
         type=at_least(1),
-        default=2,
-        help="stop after this many epochs without a better held-out criterion (default 2)",
+        default=3,
+        help="stop after this many epochs without a better held-out criterion (default 3)",
     )
     adapt.add_argument(
         "--views",

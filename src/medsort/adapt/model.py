@@ -105,9 +105,9 @@ def frozen_trunk(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The trunk for inference: on the CPU an ONNX Runtime session of its graph (exported
     into ``work_dir``; about twice torch's speed there), on a GPU torch traced and frozen."""
+    # Run under no_grad only: Trunk wraps the whole model, so freezing its parameters here
+    # would freeze the trainable blocks too.
     trunk = Trunk(model).eval()
-    for parameter in trunk.parameters():
-        parameter.requires_grad_(False)
     if example.device.type == "cpu" and work_dir is not None:
         try:
             return _onnx_trunk(trunk, example, work_dir)

@@ -94,11 +94,11 @@ class Adapter:
 
     def __init__(
         self,
-        epochs: int = 10,
-        patience: int = 2,
+        epochs: int = 15,
+        patience: int = 3,
         views: int = 4,
         batch_size: int = 128,
-        lr: float = 1e-4,
+        lr: float = 1e-3,
         head_lr: float = 1e-3,
         temperature: float = 0.2,
         held_out: float = 0.1,
@@ -160,6 +160,10 @@ class Adapter:
         model = load_lite_model(BASE_ENCODER)
         device = torch.device(choose_torch_device(self.device, torch.cuda.is_available()))
         top = Top(model).to(device)
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in top.parameters():
+            parameter.requires_grad_(True)
         head = ProjectionHead().to(device)
         optimiser = torch.optim.AdamW(
             [
