@@ -123,6 +123,17 @@ def test_saved_encoder_reloads_to_the_same_features(small_folder: Path, tmp_path
     )
     assert cosine.min() >= 0.9999
     assert np.array_equal(onnx, _features(tmp_path / "model", pixels))
+    # The last blocks and the head were trained; the frozen trunk was not touched.
+    from medsort.embed.efficientnet import load_lite_model
+
+    base_model, adapted = load_lite_model("efficientnet_lite0"), adapter.model_
+    assert not torch.allclose(base_model._conv_head.weight, adapted._conv_head.weight)
+    assert not torch.allclose(
+        base_model._blocks[15]._project_conv.weight, adapted._blocks[15]._project_conv.weight
+    )
+    for name, value in base_model._blocks[:14].state_dict().items():
+        assert torch.equal(value, adapted._blocks[:14].state_dict()[name]), name
+    assert torch.equal(base_model._conv_stem.weight, adapted._conv_stem.weight)
     # Adapted, not the ImageNet weights: different features, and a name of its own.
     base = create_encoder("efficientnet_lite0", device="cpu")
     assert not np.allclose(base.embed(pixels), onnx, atol=1e-3)
