@@ -177,13 +177,13 @@ class Adapter:
         n_held = min(len(order) // 2, max(8, round(self.held_out * len(order))))
         held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
         steps = self.epochs * max(1, len(train) // self.batch_size)
-        maps_total = 0 if self._maps_file(model_dir, data).is_file() else len(data.paths)
+        maps = self._trunk_maps(model, data, model_dir, device)
+        # Its own bar, so that its time left is that of the epochs (at most self.epochs).
         bar = tqdm(
-            total=maps_total + steps, desc="adapting", unit="step", disable=self.quiet,
+            total=steps, desc="adapting", unit="step", disable=self.quiet,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
             "[{elapsed}<{remaining}]{postfix}",
         )  # fmt: skip
-        maps = self._trunk_maps(model, data, model_dir, device, bar)
         if state is None:
             history = [self._criterion(top, maps, held, device, 0, float("nan"))]
             best, best_epoch = copy.deepcopy(top.state_dict()), 0
@@ -254,7 +254,6 @@ class Adapter:
         data: DecodedFolder,
         model_dir: Path,
         device: torch.device,
-        bar: tqdm,
     ) -> np.ndarray:
         """``(N, views + 1, C, 7, 7)`` float16: the trunk's output for the plain image
         (view 0) and ``views`` augmented ones, computed once (kept for a resume)."""
@@ -269,7 +268,7 @@ class Adapter:
         trunk = frozen_trunk(model, example, model_dir / WORK)
         chunk = 16
         out: np.ndarray | None = None
-        bar.set_description("caching views")
+        bar = tqdm(total=len(data.paths), desc="caching views", unit="image", disable=self.quiet)
         for start in range(0, len(data.paths), chunk):
             rows = range(start, min(start + chunk, len(data.paths)))
             images = []
@@ -292,7 +291,7 @@ class Adapter:
         with open(partial, "wb") as handle:
             np.save(handle, out)
         partial.replace(target)
-        bar.set_description("adapting")
+        bar.close()
         return out
 
     def _train_epoch(
