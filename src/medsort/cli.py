@@ -108,6 +108,12 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         help="where the encoder runs (auto: a GPU where onnxruntime-gpu or CUDA torch has one)",
     )
     command.add_argument(
+        "--adapt",
+        action="store_true",
+        help="first adapt the encoder to this folder's images, without labels, into "
+        "OUT/adapted (medsort adapt; needs medsort[torch]; minutes), then sort with it",
+    )
+    command.add_argument(
         "--export",
         choices=["copy", "link"],
         default=None,
@@ -344,6 +350,7 @@ def run_sort(args: argparse.Namespace) -> int:
         audit=not args.no_audit,
         metadata_csv=args.metadata,
         truth_csv=args.truth,
+        adapt=args.adapt,
     )
     if result_dir and args.open:
         open_report(result_dir)

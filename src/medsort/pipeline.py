@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medsort.audit import load_audit
 from medsort.embed.cache import CacheSpec, EmbeddingCache, default_cache_dir
@@ -12,6 +13,9 @@ from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
 from medsort.sorter import NoReadableImageError, Sorter
+
+if TYPE_CHECKING:
+    from medsort.io.readers import ReadOptions
 
 
 def sort_folder(
@@ -25,6 +29,7 @@ def sort_folder(
     audit: bool = True,
     metadata_csv: Path | None = None,
     truth_csv: Path | None = None,
+    adapt: bool = False,
 ) -> Path:
     """Sort ``input_dir`` with ``sorter`` and write every output into ``out_dir``; returns
     ``out_dir``.
@@ -43,12 +48,17 @@ def sort_folder(
     to the last (see :mod:`medsort.results`); a folder without readable images still gets
     ``skipped.csv``. The sorter's ``encoder_for`` embeds chosen modality groups again with
     their own encoder (:mod:`medsort.modality_encoders`); the summary names any licence
-    warning of the encoders used.
+    warning of the encoders used. ``adapt=True`` first adapts EfficientNet-Lite0 to the
+    folder's images without labels (:mod:`medsort.adapt`, needs torch) into
+    ``out_dir/adapted`` (kept, reused by a later run on the same images, resumed if
+    interrupted) and sorts with it.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     sorter = Sorter() if sorter is None else sorter
     check_folders(input_dir, out_dir)
     exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
+    if adapt:
+        sorter = with_adapted_encoder(sorter, input_dir, out_dir, exclude)
     with writing(out_dir):
         remove_stale_outputs(out_dir)
         try:
@@ -65,6 +75,46 @@ def sort_folder(
             mark_failed(out_dir, type(error).__name__)
             raise
     return out_dir
+
+
+ADAPTED_DIR = "adapted"
+
+
+def with_adapted_encoder(
+    sorter: Sorter, input_dir: Path, out_dir: Path, exclude: Path | None
+) -> Sorter:
+    """A copy of ``sorter`` whose encoder is adapted to ``input_dir`` (``sort --adapt``)."""
+    from sklearn.base import clone
+
+    seed = sorter.grouper.random_state if sorter.grouper is not None else 0
+    model_dir = adapt_to_folder(
+        input_dir, out_dir, exclude, seed, sorter.device, not sorter.progress,
+        sorter.read_options,
+    )  # fmt: skip
+    return clone(sorter).set_params(encoder=f"adapted:{model_dir}")
+
+
+def adapt_to_folder(
+    input_dir: Path,
+    out_dir: Path,
+    exclude: Path | None,
+    seed: int,
+    device: str,
+    quiet: bool,
+    read_options: ReadOptions | None,
+) -> Path:
+    """``medsort sort --adapt``'s adaptation into ``out_dir/adapted`` (see :mod:`medsort.adapt`)."""
+    try:
+        from medsort.adapt.train import Adapter
+    except ImportError as error:
+        raise ImportError(
+            f"--adapt needs torch: pip install 'medsort[torch]' (CPU-only: see the README); {error}"
+        ) from None
+    adapter = Adapter(seed=seed, device=device, quiet=quiet)
+    # overwrite: an encoder of other images in out_dir/adapted is this command's own output.
+    adapter.fit(input_dir, out_dir / ADAPTED_DIR, overwrite=True, read_options=read_options,
+                exclude=exclude)  # fmt: skip
+    return adapter.model_dir_
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:

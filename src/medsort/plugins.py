@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGE = "medsort"
-FLOW = ("io", "preprocess", "embed", "group", "name", "refine", "audit", "report")
+FLOW = ("io", "preprocess", "embed", "adapt", "group", "name", "refine", "audit", "report")
 """The stages in the order data flows through them; a stage package not listed here
 (a new one) comes after them, by name."""
 

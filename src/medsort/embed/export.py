@@ -45,8 +45,14 @@ def export_lite(number: int, target: Path) -> Path:
     file never sits at ``target``. Raises RuntimeError if ONNX Runtime's features differ
     from torch's by more than ``MAX_ABS_ERROR`` at the native size or twice it.
     """
-    size = NATIVE_SIZE[number]
-    wrapper = PooledFeatures(load_lite_model(f"efficientnet_lite{number}")).eval()
+    model = load_lite_model(f"efficientnet_lite{number}")
+    return export_pooled(model, target, NATIVE_SIZE[number], f"lite{number}")
+
+
+def export_pooled(model: torch.nn.Module, target: Path, size: int, what: str = "model") -> Path:
+    """Export ``model.extract_features`` + global average pool to ``target`` (see
+    :func:`export_lite`); also used for the adapted encoders of :mod:`medsort.adapt`."""
+    wrapper = PooledFeatures(model.eval()).eval()
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,7 +78,7 @@ def export_lite(number: int, target: Path) -> Path:
             error = max_difference(wrapper, partial, side)
             if error > MAX_ABS_ERROR:
                 raise RuntimeError(
-                    f"exported lite{number} differs from torch by {error:.2e} at {side} px"
+                    f"exported {what} differs from torch by {error:.2e} at {side} px"
                 )
         partial.replace(target)
     finally:

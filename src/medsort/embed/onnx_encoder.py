@@ -8,10 +8,16 @@ pixels to the global average of the last convolution, 1280-d; its batch and spat
 are dynamic, so lite0's graph also serves ``efficientnet_lite0_448``. Lite1 and lite2 are
 not shipped (they would add 36 MB to every install): where ``medsort[torch]`` is
 installed they are exported once, offline, into ``<cache>/models/``.
+
+``adapted:MODEL_DIR`` loads an encoder that ``medsort adapt`` (:mod:`medsort.adapt`) made
+for one folder: its graph ``encoder.onnx`` and its preprocessing from ``adapted.json``,
+on ONNX Runtime like the default (no torch, and nothing imported from ``medsort.adapt``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -190,3 +196,45 @@ for _variant, (_graph, _size) in VARIANTS.items():
             summary=f"the same as {_variant}, in torch",
         )
     )
+ADAPTED_GRAPH = "encoder.onnx"
+ADAPTED_CONFIG = "adapted.json"
+
+
+def create_adapted_encoder(model_dir: str = "", device: str = "auto") -> OnnxEncoder:
+    """The encoder ``medsort adapt`` saved in ``model_dir`` (``--encoder adapted:DIR``).
+
+    Its name, part of every cache key, carries a digest of the graph, so two adapted
+    encoders never share cached features.
+    """
+    if not model_dir:
+        raise ValueError("The adapted encoder needs its folder: --encoder adapted:MODEL_DIR.")
+    folder = Path(model_dir).expanduser()
+    graph, config_file = folder / ADAPTED_GRAPH, folder / ADAPTED_CONFIG
+    if not graph.is_file() or not config_file.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not an adapted encoder (no {ADAPTED_GRAPH} and {ADAPTED_CONFIG}): "
+            "make one with `medsort adapt INPUT_DIR --out MODEL_DIR`."
+        )
+    try:
+        config = json.loads(config_file.read_text())
+        preprocess = PreprocessConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in config["preprocess"].items()}
+        )
+        dim = int(config.get("dim", 1280))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{config_file}: not a valid adapted-encoder config ({error})") from None
+    digest = hashlib.blake2b(graph.read_bytes(), digest_size=8).hexdigest()
+    return OnnxEncoder(graph, f"adapted-{digest}", preprocess, dim=dim, device=device)
+
+
+register(
+    EncoderEntry(
+        name="adapted",
+        factory=create_adapted_encoder,
+        licence=LITE_LICENCE,
+        modality="any",
+        pooling="avg",
+        summary="an EfficientNet-Lite0 adapted to a folder by `medsort adapt` (ONNX Runtime)",
+        argument="DIR",
+    )
+)
