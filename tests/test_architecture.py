@@ -154,7 +154,12 @@ def test_registries_name_no_plugin_module(registry: str) -> None:
 def test_each_stage_brings_its_own_commands_and_sections(tmp_path: Path) -> None:
     from medsort.plugins import stage_modules
 
-    assert stage_modules("cli") == ["medsort.name.cli", "medsort.refine.cli", "medsort.audit.cli"]
+    assert stage_modules("cli") == [
+        "medsort.adapt.cli",
+        "medsort.name.cli",
+        "medsort.refine.cli",
+        "medsort.audit.cli",
+    ]
     assert "medsort.audit.report" in stage_modules("report")
     for stage in ("io", "name", "zeta"):  # zeta: a new stage, listed nowhere
         (tmp_path / stage).mkdir()
