@@ -1,8 +1,13 @@
 """Check that a refactor left the outputs alone: sort the demo and two dev sets and compare.
 
 Each set is sorted with ``medsort sort`` (default options, audit on) by this checkout and
-compared with a reference: the stored one in ``tests/data/same_outputs/`` (made from main
-at b02c22c, before issue 15's refactor, on the development machine), or, with ``--against
+compared with a reference: the stored one in ``tests/data/same_outputs/`` (made on the
+development machine from main at 2934e93, 2026-12-02, after issues 12, 13, 15 and 17; the
+first reference, from b02c22c before issue 15's refactor, matched every refactor commit,
+and the changes since are intended: issue 12's vote on the view weighting moves 3 demo
+images and breast ultrasound's groups, issue 13 measures the pixel signatures of large
+JPEGs on the reduced decode, issue 17 adds ``encoder_spec`` and ``encoder_licence`` to
+``run.json``), or, with ``--against
 REV``, one sorted right now by the source of a git revision (``git archive``, no worktree).
 Compared, every cell: ``assignments.csv``, ``items.csv``, ``skipped.csv``, the audit's
 duplicates, near duplicates, outliers and quality tables, ``medsort suggest``'s
