@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from medsort.audit import load_audit
 from medsort.embed.cache import CacheSpec, EmbeddingCache, default_cache_dir
@@ -13,9 +12,6 @@ from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
 from medsort.sorter import NoReadableImageError, Sorter
-
-if TYPE_CHECKING:
-    from medsort.io.readers import ReadOptions
 
 
 def sort_folder(
@@ -83,38 +79,27 @@ ADAPTED_DIR = "adapted"
 def with_adapted_encoder(
     sorter: Sorter, input_dir: Path, out_dir: Path, exclude: Path | None
 ) -> Sorter:
-    """A copy of ``sorter`` whose encoder is adapted to ``input_dir`` (``sort --adapt``)."""
+    """A copy of ``sorter`` whose encoder is adapted to ``input_dir`` without labels, into
+    ``out_dir/adapted`` (``sort --adapt``; see :mod:`medsort.adapt`)."""
     from sklearn.base import clone
 
-    seed = sorter.grouper.random_state if sorter.grouper is not None else 0
-    model_dir = adapt_to_folder(
-        input_dir, out_dir, exclude, seed, sorter.device, not sorter.progress,
-        sorter.read_options,
-    )  # fmt: skip
-    return clone(sorter).set_params(encoder=f"adapted:{model_dir}")
-
-
-def adapt_to_folder(
-    input_dir: Path,
-    out_dir: Path,
-    exclude: Path | None,
-    seed: int,
-    device: str,
-    quiet: bool,
-    read_options: ReadOptions | None,
-) -> Path:
-    """``medsort sort --adapt``'s adaptation into ``out_dir/adapted`` (see :mod:`medsort.adapt`)."""
     try:
         from medsort.adapt.train import Adapter
     except ImportError as error:
         raise ImportError(
             f"--adapt needs torch: pip install 'medsort[torch]' (CPU-only: see the README); {error}"
         ) from None
-    adapter = Adapter(seed=seed, device=device, quiet=quiet)
+    seed = sorter.grouper.random_state if sorter.grouper is not None else 0
+    adapter = Adapter(seed=seed, device=sorter.device, quiet=not sorter.progress)
     # overwrite: an encoder of other images in out_dir/adapted is this command's own output.
-    adapter.fit(input_dir, out_dir / ADAPTED_DIR, overwrite=True, read_options=read_options,
-                exclude=exclude)  # fmt: skip
-    return adapter.model_dir_
+    adapter.fit(
+        input_dir,
+        out_dir / ADAPTED_DIR,
+        overwrite=True,
+        read_options=sorter.read_options,
+        exclude=exclude,
+    )
+    return clone(sorter).set_params(encoder=f"adapted:{adapter.model_dir_}")
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:
