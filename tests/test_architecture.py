@@ -18,6 +18,7 @@ LAYERS = ("io", "preprocess", "embed", "adapt", "group", "name", "refine", "audi
 TOP_LEVEL = {
     "demo": "io",
     "lazy": "io",
+    "memo": "io",
     "numeric": "io",
     "plugins": "io",
     "results": "group",

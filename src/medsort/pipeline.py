@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 
 from medsort.audit import load_audit
-from medsort.embed.cache import CacheSpec, EmbeddingCache, default_cache_dir
+from medsort.embed.cache import CacheSpec
 from medsort.io.outputs import write_csv
+from medsort.memo import Memo
 from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
-from medsort.sorter import NoReadableImageError, Sorter
+from medsort.sorter import NoReadableImageError, Sorter, cache_folder
 
 
 def sort_folder(
@@ -148,6 +149,7 @@ def _after_grouping(
         export=export,
         say=None if quiet else _say,
         shared_thumbs=shared_thumbs(sorter.cache),
+        memo=Memo(cache_folder(sorter.cache)),
     )
     if not quiet:
         findings = (load_audit(out_dir) or {}).get("findings", []) if audit else []
@@ -158,11 +160,8 @@ def shared_thumbs(cache: CacheSpec) -> Path | None:
     """``thumbs/`` beside the embedding cache a :data:`~medsort.embed.cache.CacheSpec`
     names (``None`` without a cache folder): the report's thumbnails, shared by every
     output folder."""
-    if isinstance(cache, EmbeddingCache):
-        return None if cache.path is None else cache.path.parent / "thumbs"
-    if cache is False or cache is True:
-        return None
-    return (default_cache_dir() if cache is None else Path(cache)) / "thumbs"
+    folder = cache_folder(cache)
+    return None if folder is None else folder / "thumbs"
 
 
 def _say(message: str) -> None:

@@ -16,13 +16,21 @@ from sklearn.utils.validation import check_is_fitted
 
 from medsort import __version__
 from medsort.embed.backends import LocalBackend, RayBackend
-from medsort.embed.cache import CacheSpec, keep_mask, open_cache
+from medsort.embed.cache import (
+    CacheSpec,
+    EmbeddingCache,
+    default_cache_dir,
+    keep_mask,
+    open_cache,
+)
 from medsort.embed.registry import Encoder, absolute_spec, create_encoder, describe_encoder
 from medsort.embed.stream import Embedded, decode_options
 from medsort.group import TwoLevelGrouper
+from medsort.group.memoised import fit_memoised
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
+from medsort.memo import Memo
 from medsort.modality_encoders import PerModalityGrouper, parse_encoder_for
 from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
 
@@ -159,7 +167,8 @@ class Sorter(BaseEstimator):
         started = time.perf_counter()
         if self.progress:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
-        self.grouper_ = grouper.fit(embedded.vectors, views=embedded.views)
+        memo = Memo(cache_folder(self.cache))
+        self.grouper_ = fit_memoised(grouper, embedded.vectors, embedded.views, memo)
         if self.encoder_for:
             self.grouper_ = PerModalityGrouper(
                 self.grouper_, self.encoder_for, self.device, grouper.random_state, self.progress
@@ -295,6 +304,18 @@ class Sorter(BaseEstimator):
             peak_rss_mib=peak_rss_mib(),
             extra=self.grouper_.run_info() if isinstance(self.grouper_, PerModalityGrouper) else {},
         )
+
+
+def cache_folder(cache: CacheSpec) -> Path | None:
+    """The folder of the embedding cache a :data:`~medsort.embed.cache.CacheSpec` names
+    (``None`` for none: ``False``, or an open cache kept in memory). What a run keeps
+    besides the embeddings lives there too: remembered results (:mod:`medsort.memo`)
+    and the report's thumbnails."""
+    if isinstance(cache, EmbeddingCache):
+        return None if cache.path is None else cache.path.parent
+    if cache is False or cache is True:
+        return None
+    return default_cache_dir() if cache is None else Path(cache)
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:

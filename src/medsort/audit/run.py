@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn import config_context as sklearn_config
 from threadpoolctl import threadpool_limits
 
-from medsort.audit import explain, findings, hygiene, inputs, scoring, stability
+from medsort.audit import explain, findings, hygiene, inputs, memoised
 from medsort.audit.attributes import align_metadata, collect_attributes, read_table
 from medsort.audit.hygiene_checks import hygiene_checks, label_conflicts
 from medsort.audit.messages import group_contrast  # noqa: F401  (re-exported)
@@ -43,6 +43,7 @@ from medsort.audit.store import (  # noqa: F401  (re-exported)
     write_audit,
 )
 from medsort.embed.cache import keep_mask
+from medsort.memo import NO_MEMO, Memo
 from medsort.results import SortResult
 
 
@@ -52,6 +53,7 @@ def run_audit(
     truth_csv: Path | str | None = None,
     settings: AuditSettings | None = None,
     write: bool = True,
+    memo: Memo = NO_MEMO,
 ) -> dict[str, Any]:
     """Audit a sort: which attributes the groups (and labels) follow, and data hygiene.
 
@@ -67,6 +69,9 @@ def run_audit(
         Thresholds; the defaults suit most sets.
     write : bool
         Write ``audit.json`` and the hygiene CSVs into ``out_dir``.
+    memo : Memo
+        Where the attribute tests and stability reruns of the same inputs are remembered
+        (:mod:`medsort.audit.memoised`); the default remembers nothing.
 
     Returns
     -------
@@ -75,7 +80,7 @@ def run_audit(
         in plain language), ``hygiene`` and ``timings_s``. :func:`audit_folder` gives the
         same as an :class:`~medsort.audit.records.AuditResult`.
     """
-    result = audit_folder(out_dir, metadata_csv, truth_csv, settings)
+    result = audit_folder(out_dir, metadata_csv, truth_csv, settings, memo)
     audit = result.to_dict()
     if write:
         write_audit(Path(out_dir), audit, result.tables)
@@ -87,6 +92,7 @@ def audit_folder(
     metadata_csv: Path | str | None = None,
     truth_csv: Path | str | None = None,
     settings: AuditSettings | None = None,
+    memo: Memo = NO_MEMO,
 ) -> AuditResult:
     """The audit of an output folder as a typed record (nothing written); see
     :func:`run_audit`."""
@@ -101,7 +107,7 @@ def audit_folder(
         _faiss_threads(1, len(result.assignments)),
         sklearn_config(skip_parameter_validation=True),
     ):
-        return _audit(result, metadata_csv, truth_csv, settings, loaded)
+        return _audit(result, metadata_csv, truth_csv, settings, loaded, memo)
 
 
 @contextmanager
@@ -134,6 +140,7 @@ def _audit(
     truth_csv: Path | str | None,
     settings: AuditSettings,
     loaded_s: float = 0.0,
+    memo: Memo = NO_MEMO,
 ) -> AuditResult:
     timings: dict[str, float] = {}
     clock = time.perf_counter() - loaded_s
@@ -156,7 +163,7 @@ def _audit(
         metadata = align_metadata(result.items, read_table(metadata_csv))
     exclude = ("label",) if truth_csv is not None else ()
     attributes, ignored = collect_attributes(items, metadata, exclude=exclude)
-    rows = scoring.audit_attributes(result, attributes, labels, settings)
+    rows = memoised.audit_attributes(result, attributes, labels, settings, memo)
     flagged = findings.attribute_findings(
         rows, result, attributes, items, labels is not None, settings
     )
@@ -170,12 +177,13 @@ def _audit(
     clock = time.perf_counter()
     stable = dict(NO_STABILITY)
     if settings.stability_runs > 0:
-        stable = stability.group_stability(
+        stable = memoised.group_stability(
             result.embeddings,
             groups,
             n_clusters=result.run.n_clusters,
             n_runs=settings.stability_runs,
             random_state=settings.random_state,
+            memo=memo,
         )
     flagged += findings.stability_findings(stable)
     timings["stability"] = time.perf_counter() - clock

@@ -295,6 +295,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             The fitted grouper.
         """
         X = np.asarray(X, dtype=np.float32)
+        self.__dict__.pop("_refit_input", None)
         if X.ndim != 2 or len(X) == 0:
             raise ValueError("X must be a non-empty (n, d) array.")
         self._views = self._checked_views(views, len(X))
@@ -460,8 +461,17 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             Final group labels in ``0..G-1``.
         """
         X = np.asarray(X, dtype=np.float32)
+        self._refit_if_memoised()
         with _thread_limit(len(X)):
             return self._predict(X, views or {})
+
+    def _refit_if_memoised(self) -> None:
+        """A grouper taken from a memo (:mod:`medsort.group.memoised`) has its groups but
+        not the fitted models that predict: fit them on the same rows (same groups)."""
+        refit = self.__dict__.pop("_refit_input", None)
+        if refit is not None:
+            X, views = refit
+            self.fit(X, views=views)
 
     def _predict(self, X: np.ndarray, views: dict[str, np.ndarray]) -> np.ndarray:
         modality = self.predict_modality(X)
@@ -479,6 +489,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
 
     def predict_modality(self, X: np.ndarray) -> np.ndarray:
         """Modality group of new rows (majority of their nearest fitted rows)."""
+        self._refit_if_memoised()
         Z = self.reducer_.transform(np.asarray(X, dtype=np.float32))
         return self.modality_classifier_.predict(Z).astype(np.int64)
 

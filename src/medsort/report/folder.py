@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from medsort.audit import run_audit
+from medsort.memo import NO_MEMO, Memo
 from medsort.report.export import export_groups
 from medsort.report.html import write_report
 from medsort.results import SortResult, writing
@@ -36,6 +37,7 @@ def save_folder(
     export: str | None = None,
     say: Callable[[str], None] | None = None,
     shared_thumbs: Path | None = None,
+    memo: Memo = NO_MEMO,
 ) -> Path:
     """Save ``result`` with everything ``medsort sort`` adds: the audit, ``report.html``
     with its thumbnails and, with ``export="copy"|"link"``, the group folders.
@@ -49,7 +51,8 @@ def save_folder(
     The folder is marked incomplete until the last file is written, as during a sort
     (:func:`medsort.results.writing`); ``say`` receives a line before each step.
     ``shared_thumbs`` is a folder of thumbnails shared between output folders (``medsort
-    sort`` passes the embedding cache's ``thumbs/``). Returns the report's path.
+    sort`` passes the embedding cache's ``thumbs/``); ``memo`` remembers the audit's
+    costly steps for a re-run (:mod:`medsort.memo`). Returns the report's path.
     """
     out_dir = Path(out_dir)
     say = say or (lambda _message: None)
@@ -58,7 +61,7 @@ def save_folder(
         result.save(out_dir)
         if audit:
             say("auditing for shortcuts, duplicates and outliers...")
-            run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv)
+            run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv, memo=memo)
         say("writing the report...")
         report = write_report(out_dir, shared_thumbs=shared_thumbs)
         if export:
