@@ -154,6 +154,22 @@ class Memo:
         except OSError:
             pass
 
+    def arrays(
+        self, kind: str, compute: Callable[[], tuple[np.ndarray, ...]], *parts: Any
+    ) -> tuple[np.ndarray, ...]:
+        """``compute()``, a tuple of arrays, or what it gave before for the same ``parts``."""
+        if self.folder is None:
+            return compute()
+        key = digest(kind, *parts)
+        found = self.load(kind, key)
+        if found is not None and isinstance(found[1], int):
+            names = [f"a{i}" for i in range(found[1])]
+            if set(found[0]) == set(names):
+                return tuple(found[0][name] for name in names)
+        computed = tuple(compute())
+        self.save(kind, key, {f"a{i}": array for i, array in enumerate(computed)}, len(computed))
+        return computed
+
     def _prune(self) -> None:
         assert self.folder is not None
         entries = sorted(self.folder.glob("*.npz"), key=_mtime)

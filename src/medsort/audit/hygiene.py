@@ -40,6 +40,7 @@ from medsort.io.signatures import (  # noqa: F401  (re-exported: the audit's pix
     content_image,
     dihedral_phashes,
 )
+from medsort.memo import NO_MEMO, Memo
 from medsort.numeric import EXACT_KNN_ROWS, blockwise_top_k, cosine_neighbours
 
 MAD_SCALE = 1.4826
@@ -218,13 +219,15 @@ def near_duplicate_table(
     file_hashes: Sequence[str],
     thresholds: dict[str, float],
     min_signals: int = 2,
+    memo: Memo = NO_MEMO,
 ) -> pd.DataFrame:
     """Candidate pairs that at least ``min_signals`` independent signals call copies.
 
     Signals: embedding cosine ``>= thresholds["cosine"]``; content correlation (band-passed,
     surround masked, best of 8 orientations) ``>= thresholds["pixels"]``; perceptual-hash
     distance (best orientation) ``<= thresholds["hash_bits"]``. Pairs within one file and
-    byte-identical files (``duplicates.csv``) are left out.
+    byte-identical files (``duplicates.csv``) are left out. The pair correlations go
+    through ``memo``.
     """
     columns = [
         "path_a", "item_a", "path_b", "item_b", "cosine", "pixel_correlation", "hash_bits",
@@ -242,7 +245,14 @@ def near_duplicate_table(
     if pixels is not None:
         usable = np.abs(pixels.descriptors).sum(axis=1) > 0
         both = usable[a] & usable[b]
-        correlation = np.where(both, pair_correlation(pixels.descriptors, a, b), np.nan)
+        (paired,) = memo.arrays(
+            "hygiene-pairs",
+            lambda: (pair_correlation(pixels.descriptors, a, b),),
+            pixels.descriptors,
+            a,
+            b,
+        )
+        correlation = np.where(both, paired, np.nan)
         distance = np.where(both, hash_distance(pixels.hashes, a, b), -1)
         votes["pixels"] = both & (correlation >= thresholds["pixels"])
         votes["hash"] = both & (distance <= thresholds["hash_bits"]) & (distance >= 0)

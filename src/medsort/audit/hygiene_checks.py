@@ -12,6 +12,7 @@ import pandas as pd
 from medsort.audit import hygiene
 from medsort.audit.settings import AuditSettings
 from medsort.audit.store import DUPLICATES, NEAR_DUPLICATES, OUTLIERS, QUALITY
+from medsort.memo import NO_MEMO, Memo
 from medsort.results import SortResult
 
 
@@ -20,20 +21,27 @@ def hygiene_checks(
     hashes: list[str],
     pixels: hygiene.PixelPass | None,
     settings: AuditSettings,
+    memo: Memo = NO_MEMO,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Every hygiene check of a sort: the CSV tables by file name, and the summary of
-    ``audit.json`` (``hygiene``)."""
+    ``audit.json`` (``hygiene``). The neighbour searches and pair correlations, its
+    costly steps, go through ``memo``."""
     assignments = result.assignments
     paths, items = assignments["path"].tolist(), assignments["item"].tolist()
     exact = hygiene.exact_duplicates(paths, items, hashes)
     x = hygiene.normalise(result.embeddings)
-    sims, idx = hygiene.nearest_neighbours(x, settings.n_neighbours)
+    k = settings.n_neighbours
+    sims, idx = memo.arrays("hygiene-knn", lambda: hygiene.nearest_neighbours(x, k), x, k)
     _, threshold = hygiene.near_pairs(sims, idx, paths, hashes, z=settings.near_z)
     neighbour_lists = [idx]
     pixel_threshold = None
     if pixels is not None:
         usable = np.abs(pixels.descriptors).sum(axis=1) > 0
-        p_sims, p_idx = hygiene.dihedral_neighbours(pixels.descriptors, k=5)
+        p_sims, p_idx = memo.arrays(
+            "hygiene-pixel-knn",
+            lambda: hygiene.dihedral_neighbours(pixels.descriptors, k=5),
+            pixels.descriptors,
+        )
         _, pixel_threshold = hygiene.near_pairs(
             p_sims, p_idx, paths, hashes, z=settings.near_z, floor=settings.pixel_floor,
             ceiling=0.98, usable=usable,
@@ -46,7 +54,7 @@ def hygiene_checks(
         "hash_bits": settings.hash_bits,
     }
     near = hygiene.near_duplicate_table(
-        a, b, x, pixels, paths, items, hashes, thresholds, min_signals=settings.min_signals
+        a, b, x, pixels, paths, items, hashes, thresholds, settings.min_signals, memo
     )
     quality = quality_table(result, pixels)
     knn, z = hygiene.outlier_scores(sims)

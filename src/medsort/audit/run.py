@@ -189,7 +189,7 @@ def _audit(
     timings["stability"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    hygiene_tables, hygiene_summary = hygiene_checks(result, hashes, pixels, settings)
+    hygiene_tables, hygiene_summary = hygiene_checks(result, hashes, pixels, settings, memo)
     if labels is not None:
         hygiene_summary["label_conflicts"] = label_conflicts(
             hygiene_tables[NEAR_DUPLICATES], result, labels
