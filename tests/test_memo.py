@@ -181,8 +181,16 @@ def _nothing_recomputed(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("recomputed although remembered")
 
     monkeypatch.setattr(TwoLevelGrouper, "_fit", fail)
-    monkeypatch.setattr("medsort.audit.scoring.audit_attributes", fail)
-    monkeypatch.setattr("medsort.audit.stability.group_stability", fail)
+    for step in (
+        "medsort.audit.memoised.collect",
+        "medsort.audit.scoring.audit_attributes",
+        "medsort.audit.stability.group_stability",
+        "medsort.audit.hygiene.nearest_neighbours",
+        "medsort.audit.hygiene.dihedral_neighbours",
+        "medsort.audit.hygiene.pair_correlation",
+        "medsort.report.data.nearest_neighbours",
+    ):
+        monkeypatch.setattr(step, fail)
 
 
 def _synthetic_folder(folder: Path, n: int = 36) -> Path:
@@ -264,3 +272,38 @@ def test_memoised_lung_histology_sort_equals_computed(
     for path in sorted(source.iterdir())[:150]:
         shutil.copy(path, folder / path.name)
     _memoised_sort_equals_computed(folder, tmp_path, monkeypatch)
+
+
+def test_attributes_found_are_remembered_per_table(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from medsort.audit import memoised
+    from medsort.audit.attributes import collect_attributes
+
+    rng = np.random.default_rng(0)
+    items = pd.DataFrame(
+        {
+            "path": [f"{'ab'[i % 2]}/img_{i}.png" for i in range(60)],
+            "item": "",
+            "format": ["PNG", "JPEG", "nan"] * 20,
+            "brightness": rng.normal(size=60),
+        }
+    )
+    memo = Memo(tmp_path)
+    first = memoised.collect_attributes(items, None, (), memo)
+    again = memoised.collect_attributes(items, None, (), memo)
+    direct = collect_attributes(items, None)
+    for found in (first, again):
+        assert [(a.name, a.kind, a.levels) for a in found[0]] == [
+            (a.name, a.kind, a.levels) for a in direct[0]
+        ]
+        assert all(
+            np.array_equal(a.codes, b.codes) for a, b in zip(found[0], direct[0], strict=True)
+        )
+        assert found[1] == direct[1]
+    assert _entries(tmp_path, "audit-collect") == 1
+    missing = items.copy()
+    missing.loc[2, "format"] = np.nan  # missing, not the text "nan"
+    memoised.collect_attributes(missing, None, (), memo)
+    memoised.collect_attributes(items, None, ("format",), memo)
+    assert _entries(tmp_path, "audit-collect") == 3

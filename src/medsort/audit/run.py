@@ -24,7 +24,7 @@ from sklearn import config_context as sklearn_config
 from threadpoolctl import threadpool_limits
 
 from medsort.audit import explain, findings, hygiene, inputs, memoised
-from medsort.audit.attributes import align_metadata, collect_attributes, read_table
+from medsort.audit.attributes import align_metadata, read_table
 from medsort.audit.hygiene_checks import hygiene_checks, label_conflicts
 from medsort.audit.messages import group_contrast  # noqa: F401  (re-exported)
 from medsort.audit.records import AuditResult
@@ -162,7 +162,7 @@ def _audit(
     if metadata_csv is not None:
         metadata = align_metadata(result.items, read_table(metadata_csv))
     exclude = ("label",) if truth_csv is not None else ()
-    attributes, ignored = collect_attributes(items, metadata, exclude=exclude)
+    attributes, ignored = memoised.collect_attributes(items, metadata, exclude, memo)
     rows = memoised.audit_attributes(result, attributes, labels, settings, memo)
     flagged = findings.attribute_findings(
         rows, result, attributes, items, labels is not None, settings

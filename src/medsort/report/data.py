@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsort.memo import NO_MEMO, Memo
 from medsort.results import SortResult
 
 N_NEIGHBOURS = 6
@@ -38,11 +39,12 @@ def page_data(
     titles: dict[int, str],
     colors: dict[int, str],
     sizes: dict[int, int] | None = None,
+    memo: Memo = NO_MEMO,
 ) -> dict[str, Any]:
     """Everything the page's script needs: items, groups, modality groups, the map.
 
     ``result`` holds the rows shown (see :func:`page_rows`); ``sizes`` the groups' true
-    sizes when that is only part of them.
+    sizes when that is only part of them; the neighbour lists go through ``memo``.
     """
     a = result.assignments
     sizes = sizes or {}
@@ -51,7 +53,7 @@ def page_data(
         "items": _items(result, thumbs),
         "predicted": predictions_by_row(a, out_dir),
         "flags": flags_by_row(a, out_dir),
-        "neighbours": nearest_neighbours(result.embeddings, a["modality_group"].to_numpy()),
+        "neighbours": memoised_neighbours(result.embeddings, a["modality_group"].to_numpy(), memo),
         "groups": [
             {
                 "id": int(g),
@@ -168,6 +170,23 @@ def _map_rows(n: int) -> list[int] | None:
     if n <= MAX_MAP_POINTS:
         return None
     return np.sort(np.random.default_rng(0).choice(n, MAX_MAP_POINTS, replace=False)).tolist()
+
+
+def memoised_neighbours(
+    embeddings: np.ndarray, modality: np.ndarray, memo: Memo
+) -> list[list[int]]:
+    """:func:`nearest_neighbours`, remembered in ``memo`` (as one flat array and the
+    length of each row's list)."""
+
+    def packed() -> tuple[np.ndarray, np.ndarray]:
+        lists = nearest_neighbours(embeddings, modality)
+        flat = [row for listed in lists for row in listed]
+        return np.asarray(flat, dtype=np.int64), np.asarray([len(x) for x in lists], np.int64)
+
+    flat, lengths = memo.arrays("report-neighbours", packed, embeddings, modality, N_NEIGHBOURS)
+    ends = np.cumsum(lengths).tolist()
+    values = flat.tolist()
+    return [values[end - n : end] for end, n in zip(ends, lengths.tolist(), strict=True)]
 
 
 def nearest_neighbours(

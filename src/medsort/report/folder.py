@@ -52,7 +52,7 @@ def save_folder(
     (:func:`medsort.results.writing`); ``say`` receives a line before each step.
     ``shared_thumbs`` is a folder of thumbnails shared between output folders (``medsort
     sort`` passes the embedding cache's ``thumbs/``); ``memo`` remembers the audit's
-    costly steps for a re-run (:mod:`medsort.memo`). Returns the report's path.
+    and the report's costly steps for a re-run (:mod:`medsort.memo`). Returns the report's path.
     """
     out_dir = Path(out_dir)
     say = say or (lambda _message: None)
@@ -63,7 +63,7 @@ def save_folder(
             say("auditing for shortcuts, duplicates and outliers...")
             run_audit(out_dir, metadata_csv=metadata_csv, truth_csv=truth_csv, memo=memo)
         say("writing the report...")
-        report = write_report(out_dir, shared_thumbs=shared_thumbs)
+        report = write_report(out_dir, shared_thumbs=shared_thumbs, memo=memo)
         if export:
             say(f"placing the images in {out_dir / 'groups'} ({export})...")
             export_groups(result, out_dir, mode=export)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsort.io.readers import ReadOptions
+from medsort.memo import NO_MEMO, Memo
 from medsort.plugins import import_all, stage_modules
 from medsort.report.data import (
     MAX_MAP_POINTS,
@@ -69,12 +70,18 @@ def register_section(order: int) -> Callable[[Section], Section]:
     return add
 
 
-def write_report(out_dir: Path, progress: bool = False, shared_thumbs: Path | None = None) -> Path:
+def write_report(
+    out_dir: Path,
+    progress: bool = False,
+    shared_thumbs: Path | None = None,
+    memo: Memo = NO_MEMO,
+) -> Path:
     """Render ``OUT_DIR/report.html`` (and its ``thumbs/``) from what the folder holds.
 
     The first build reads every image once for its thumbnail; later builds reuse them, and
     so do other output folders through ``shared_thumbs`` (see
-    :class:`~medsort.report.thumbnails.ThumbnailStore`).
+    :class:`~medsort.report.thumbnails.ThumbnailStore`); ``memo`` remembers the
+    neighbour lists (:mod:`medsort.memo`).
     """
     out_dir = Path(out_dir)
     result = SortResult.load(out_dir)
@@ -85,7 +92,7 @@ def write_report(out_dir: Path, progress: bool = False, shared_thumbs: Path | No
     titles = group_titles(result, out_dir)
     colors = {g: color(g) for g in titles}
     sizes = result.assignments["group"].value_counts().to_dict()
-    data = page_data(shown, out_dir, thumbs, titles, colors, sizes)
+    data = page_data(shown, out_dir, thumbs, titles, colors, sizes, memo)
     data["modality_titles"] = {
         int(m): modality_title(result.assignments, int(m))
         for m in sorted(result.assignments["modality_group"].unique())
