@@ -65,7 +65,9 @@ class Sorter(BaseEstimator):
     cache : None, False, Path or EmbeddingCache
         Embedding cache: ``None`` the default folder (``$MEDSORT_CACHE_DIR`` or
         ``~/.cache/medsort``), ``False`` none, a folder, or an open
-        :class:`~medsort.embed.cache.EmbeddingCache` (left open).
+        :class:`~medsort.embed.cache.EmbeddingCache` (left open). Its folder also keeps
+        the grouping of these exact vectors and parameters (:mod:`medsort.memo`), so a
+        re-run of the same folder fits nothing again; ``False`` keeps none.
     read_options : ReadOptions, optional
         Windowing, frame, slice and tiling choices for the readers.
     batch_size : int
@@ -100,7 +102,8 @@ class Sorter(BaseEstimator):
     encoder_ : Encoder
         The encoder used (built from ``encoder`` when it is a name).
     grouper_ : TwoLevelGrouper
-        The fitted grouping model, used by :meth:`predict`.
+        The fitted grouping model, used by :meth:`predict` (when its groups came from the
+        memo, its models are fitted on the same rows at the first prediction).
     n_embedded_files_ : int
         Files embedded by this fit (not taken from the cache).
     timings_ : dict
