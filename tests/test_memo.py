@@ -42,6 +42,25 @@ def test_entries_round_trip_and_bad_files_are_ignored(tmp_path: Path) -> None:
     assert not list((tmp_path / MEMO_DIR).glob("*.tmp"))
 
 
+def test_a_write_that_fails_leaves_no_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a run killed while writing: no entry, no temporary file, and the run goes on."""
+    memo = Memo(tmp_path)
+    memo.save("group", "old", {"a": np.zeros(3)}, {})
+
+    def disk_full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)
+    memo.save("group", "new", {"a": np.ones(3)}, {})
+    monkeypatch.undo()
+    assert memo.load("group", "new") is None
+    assert sorted(p.name for p in (tmp_path / MEMO_DIR).iterdir()) == ["group-old.npz"]
+    (tmp_path / "file").write_text("not a folder")
+    Memo(tmp_path / "file").save("group", "k", {"a": np.zeros(1)}, {})  # cannot write: no error
+
+
 def test_pickled_objects_are_never_loaded(tmp_path: Path) -> None:
     memo = Memo(tmp_path)
     (tmp_path / MEMO_DIR).mkdir()
