@@ -90,6 +90,12 @@ def test_digest_follows_every_input() -> None:
     ]
     assert base == digest("group", x.copy(), {"colour": x[:, :2].copy()}, {"n_clusters": None})
     assert len({base, *others}) == len(others) + 1
+    big = np.zeros(5000)
+    bigger = big.copy()
+    bigger[2500] = 1.0  # both reprs are "array([0., 0., ..., 0.])"
+    assert digest("x", [big, 1]) != digest("x", [bigger, 1])
+    with pytest.raises(TypeError):
+        digest("x", {"nested": [big]})
 
 
 # ---- the grouping -------------------------------------------------------------------------

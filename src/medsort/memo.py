@@ -83,8 +83,22 @@ def _feed(h: Any, part: Any) -> None:
         for name in sorted(part):
             h.update(f"|{name}|".encode())
             _feed(h, part[name])
+    elif isinstance(part, list | tuple) and any(isinstance(v, np.ndarray) for v in part):
+        h.update(f"|list:{len(part)}|".encode())
+        for value in part:
+            _feed(h, value)
     else:
-        h.update(b"|json:" + json.dumps(part, sort_keys=True, default=repr).encode())
+        h.update(b"|json:" + json.dumps(part, sort_keys=True, default=_json_value).encode())
+
+
+def _json_value(value: Any) -> Any:
+    """Numpy scalars by value; an array deeper inside is a mistake (its ``repr`` is cut
+    short, so two arrays could give one digest); anything else by ``repr``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        raise TypeError("digest: pass arrays as parts, in a mapping or a list, not deeper")
+    return repr(value)
 
 
 class Memo:
