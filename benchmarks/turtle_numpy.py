@@ -137,12 +137,38 @@ class Turtle:
             opt.step([*grads_w, *grads_b])
         return W, b
 
+    def outer_loss_and_grads(self, spaces, V, g, c, W, b) -> tuple[np.ndarray, list]:
+        """The outer loss per restart (inner classifiers ``W, b`` held fixed) and its gradient
+        with respect to the task encoder ``[*V, *g, *c]``."""
+        n, S = len(spaces[0]), len(spaces)
+        per_space, units = self._task_labels(spaces, V, g, c)
+        labels = sum(per_space) / S
+        log_r = [
+            np.log(np.maximum(softmax(Z @ w + bb), 1e-12))
+            for Z, w, bb in zip(spaces, W, b, strict=True)
+        ]
+        d_labels = -sum(log_r) / n  # d(sum_s mean CE)/d labels
+        loss = (-(labels * sum(log_r)).sum(axis=(1, 2)) / n) - self.gamma * sum(
+            entropy(q.mean(axis=1)) for q in per_space
+        )
+        grads_v, grads_g, grads_c = [], [], []
+        for Z, q, (u, norm), gg in zip(spaces, per_space, units, g, strict=True):
+            mean_q = q.mean(axis=1, keepdims=True)
+            dq = d_labels / S + self.gamma * (np.log(np.maximum(mean_q, 1e-12)) + 1) / n
+            dA = q * (dq - (dq * q).sum(axis=-1, keepdims=True))
+            dTheta = Z.T @ dA
+            dg = (dTheta * u).sum(axis=1, keepdims=True)
+            grads_v.append(gg / np.maximum(norm, 1e-12) * (dTheta - dg * u))
+            grads_g.append(dg)
+            grads_c.append(dA.sum(axis=1, keepdims=True))
+        return loss, [*grads_v, *grads_g, *grads_c]
+
     # ---- fit --------------------------------------------------------------------------------
     def fit(self, spaces: list[np.ndarray]) -> Turtle:
         """Find the labelling of the rows that linear classifiers in every space learn best."""
         rng = np.random.default_rng(self.random_state)
         spaces = [np.asarray(Z, dtype=np.float64) for Z in spaces]
-        n, S = len(spaces[0]), len(spaces)
+        S = len(spaces)
         V, c = zip(*(self._init_linear(rng, Z.shape[1]) for Z in spaces), strict=True)
         V, c = list(V), list(c)
         g = [np.sqrt((v * v).sum(axis=1, keepdims=True)) for v in V]  # torch weight_norm init
@@ -154,27 +180,10 @@ class Turtle:
             if W is None or not self.warm_start:
                 W, b = self._fresh_inner(rng, spaces)
             W, b = self._inner(spaces, labels, W, b)
-            log_r = [
-                np.log(np.maximum(softmax(Z @ w + bb), 1e-12))
-                for Z, w, bb in zip(spaces, W, b, strict=True)
-            ]
-            d_labels = -sum(log_r) / n  # d(sum_s mean CE)/d labels
-            self.loss_ = (-(labels * sum(log_r)).sum(axis=(1, 2)) / n) - self.gamma * sum(
-                entropy(q.mean(axis=1)) for q in per_space
-            )
-            grads_v, grads_g, grads_c = [], [], []
-            for Z, q, (u, norm), gg in zip(spaces, per_space, units, g, strict=True):
-                mean_q = q.mean(axis=1, keepdims=True)
-                dq = d_labels / S + self.gamma * (np.log(np.maximum(mean_q, 1e-12)) + 1) / n
-                dA = q * (dq - (dq * q).sum(axis=-1, keepdims=True))
-                dTheta = Z.T @ dA
-                dg = (dTheta * u).sum(axis=1, keepdims=True)
-                grads_v.append(gg / np.maximum(norm, 1e-12) * (dTheta - dg * u))
-                grads_g.append(dg)
-                grads_c.append(dA.sum(axis=1, keepdims=True))
-            outer.step([*grads_v, *grads_g, *grads_c])
+            self.loss_, grads = self.outer_loss_and_grads(spaces, V, g, c, W, b)
+            outer.step(grads)
         per_space, _ = self._task_labels(spaces, V, g, c)
-        soft = sum(per_space) / S
+        soft = sum(per_space) / len(spaces)
         self.best_restart_ = int(np.argmin(self.loss_))
         self.soft_labels_ = soft[self.best_restart_]
         self.restart_labels_ = soft.argmax(axis=-1)
