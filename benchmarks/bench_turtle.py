@@ -2,7 +2,8 @@
 
 Same features and cases as ``bench_views.py`` (cached ``embed_files``: CNN vector, colour and
 texture views; labels only score). Per modality group of the default grouper, TURTLE runs on
-three spaces: the CNN PCA block of the grouper, the colour block and the texture block. Rows:
+the CNN PCA block of the grouper, the colour block, the texture block and the row-normalised
+Laplacian eigenmaps the default formed its groups in (``--no-spectral``: the first three). Rows:
 
 - the default grouper (``k`` by silhouette, view weighting voted);
 - TURTLE as a replacement at the default's ``k``, and with ``k`` in 2..k_max chosen by its
@@ -10,6 +11,9 @@ three spaces: the CNN PCA block of the grouper, the colour block and the texture
 - TURTLE as a seventh candidate in the default's median-partition vote.
 
     python benchmarks/bench_turtle.py [--cache-dir scratch/bench-cache] [--cases ...]
+        [--gamma 10] [--restarts 3] [--k-max 10 | 1: no k scan] [--no-spectral]
+
+Figures: docs/benchmarks.md, "TURTLE, the actual optimisation".
 """
 
 from __future__ import annotations
