@@ -30,7 +30,7 @@ from medsort.embed.registry import Encoder, EncoderEntry, Licence, register
 from medsort.embed.runtime import check_device, choose_providers, inference_threads
 from medsort.preprocess import PreprocessConfig
 
-CPU_CHUNK = 4
+CPU_CHUNK = 2
 """Images per CPU model call from a decoding thread: EfficientNet-Lite0's activations of
 a few images stay in the CPU caches, of 32 they do not (ONNX Runtime CPU ms per image at
 224 px, one thread, 2-core AMD EPYC: 5.0 at 4 images, 5.5 at 8, 8.2 at 32; the same
