@@ -281,7 +281,7 @@ def _read_worker(
         except queue.Empty:
             try:
                 _flush(inputs, encoder, outbox)
-            except _ModelFailed:
+            except _ModelFailedError:
                 return
             outbox.put(("worker-done", -1, None))
             return
@@ -305,7 +305,7 @@ def _read_worker(
             if count == 0:
                 raise ReadError("no image found in the file")
             outbox.put(("file-done", index, count))
-        except _ModelFailed:  # the main thread raises the model's error
+        except _ModelFailedError:  # the main thread raises the model's error
             return
         except ReadError as error:
             outbox.put(
@@ -315,7 +315,7 @@ def _read_worker(
             outbox.put(("error", index, f"{type(error).__name__}: {error}"))
 
 
-class _ModelFailed(Exception):
+class _ModelFailedError(Exception):
     """The model failed in a decoding thread (sent to the main thread, which raises it)."""
 
 
@@ -332,7 +332,7 @@ def _flush(
         vectors = encoder.embed_one_core(batch)  # type: ignore[attr-defined]
     except Exception as error:
         outbox.put(("model-error", -1, error))
-        raise _ModelFailed from error
+        raise _ModelFailedError from error
     rows = [(index, vector) for (index, _), vector in zip(inputs, vectors, strict=True)]
     outbox.put(("vectors", -1, rows))
     inputs.clear()
