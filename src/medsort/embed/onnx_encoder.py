@@ -143,6 +143,11 @@ class OnnxEncoder:
     def embed_one_core(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`embed` on one core, safe to call from several threads at once (a second
         session with one intra-op thread that runs in the calling thread)."""
+        return self._run(self.prepare_one_core(), batch)
+
+    def prepare_one_core(self) -> Any:
+        """Make the session of :meth:`embed_one_core` now (the first call waits for it;
+        the embed stage calls this in a thread of its own while the first images decode)."""
         with self._lock:  # the first callers would each make one
             if self._one_core is None:
                 import onnxruntime as ort
@@ -152,7 +157,7 @@ class OnnxEncoder:
                 self._one_core = ort.InferenceSession(
                     str(self.graph), sess_options=options, providers=self.providers_
                 )
-        return self._run(self._one_core, batch)
+        return self._one_core
 
     def _run(self, session: Any, batch: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(batch, dtype=np.float32)

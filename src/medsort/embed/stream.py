@@ -205,6 +205,9 @@ def embed_pending(
     in_workers = worker_batch(encoder)
     if in_workers:
         n_readers = max(n_readers, inference_threads())
+        prepare = getattr(encoder, "prepare_one_core", None)
+        if callable(prepare):  # loading the graph overlaps the first decodes
+            threading.Thread(target=prepare, daemon=True).start()
     workers = [
         threading.Thread(
             target=_read_worker,

@@ -309,6 +309,7 @@ def _magnitude_percentile(gx: np.ndarray, gy: np.ndarray, q: float) -> float:
     They are found among the squared magnitudes (exact in float64, and ordered as the
     magnitudes are), so ``hypot`` is taken of two pixels instead of every one.
     """
+    gx, gy = gx.ravel(), gy.ravel()
     n = gx.size
     position = (n - 1) * (q / 100)
     below = min(math.floor(position), n - 1)
