@@ -34,14 +34,8 @@ from medsort.io.readers import ReadOptions, read_file
 from medsort.preprocess import PreprocessConfig, to_model_input, to_tensor_batch
 
 REFERENCE = Path(__file__).parent / "data" / "appearance_e00dc28.json"
-SETS = (
-    "lung-histology",
-    "chest-xray-28",
-    "breast-ultrasound-28",
-    "brain-mri",
-    "dermoscopy",
-    "blood-cells-128",
-)
+SETS = sorted({key.split("/")[0] for key in json.loads(REFERENCE.read_text())})
+"""The dev sets the reference covers (all six)."""
 
 
 def _photos(seed: int) -> list[np.ndarray]:
@@ -96,7 +90,7 @@ def test_appearance_equals_the_values_before_on_real_images() -> None:
     reference = json.loads(REFERENCE.read_text())
     if not all((SHARED_DATA / key).is_file() for key in reference):
         pytest.skip("the dev sets are not available")
-    assert {key.split("/")[0] for key in reference} == set(SETS)
+    assert len(SETS) == 6 and len(reference) == 120
     for key, before in reference.items():
         image = read_file(SHARED_DATA / key, ReadOptions(draft_size=448))[0]
         now = appearance.appearance(image)

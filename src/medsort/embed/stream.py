@@ -1,8 +1,10 @@
 """Embed stage: read, preprocess and embed every file, streaming and cached.
 
-Decoding runs in background threads while the model works on the previous batch (PIL's
-decoders and resizers, and ONNX Runtime, release the GIL, so threads use every core);
-a bounded queue keeps memory flat however many images (or slide tiles) there are.
+Decoding runs in background threads (PIL's decoders and resizers, and ONNX Runtime,
+release the GIL, so threads use every core). On a CPU each of them, one per core, also
+runs the ONNX model on its own images, 2 a call (:func:`worker_batch`); otherwise (torch,
+a GPU) the main thread runs the model on batches while the threads decode the next ones.
+A bounded queue keeps memory flat however many images (or slide tiles) there are.
 JPEGs are decoded at the smallest DCT scale that keeps twice the encoder's input size.
 The decoding threads also measure each item's appearance attributes, hand-crafted views
 and the audit's pixel signatures (:mod:`medsort.io.signatures`), all cached with the
@@ -11,6 +13,7 @@ embedding, so neither a cached re-run nor its audit decodes an image again.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Sequence
@@ -207,7 +210,7 @@ def embed_pending(
         n_readers = max(n_readers, inference_threads())
         prepare = getattr(encoder, "prepare_one_core", None)
         if callable(prepare):  # loading the graph overlaps the first decodes
-            threading.Thread(target=prepare, daemon=True).start()
+            threading.Thread(target=_quietly, args=(prepare,), daemon=True).start()
     workers = [
         threading.Thread(
             target=_read_worker,
@@ -316,6 +319,12 @@ def _read_worker(
             )
         except Exception as error:  # a decoder crash names the file, the run goes on
             outbox.put(("error", index, f"{type(error).__name__}: {error}"))
+
+
+def _quietly(function: Any) -> None:
+    """Call ``function``; an error is left to the workers, whose next call raises it."""
+    with contextlib.suppress(Exception):
+        function()
 
 
 class _ModelFailedError(Exception):
