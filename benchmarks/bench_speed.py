@@ -18,7 +18,9 @@ aside).
     python benchmarks/bench_speed.py --before /work/main --set dermoscopy --rounds 2
 
 Last, ``--per-image`` images (this checkout, one thread) give the CPU ms per image of each
-step of the read pass: hash, decode, resize, appearance, views, signatures, inference.
+step of the read pass: hash, decode, resize, appearance, views, signatures, inference (as
+the main thread ran it before, batches of 32 on every core, and as each decoding thread
+runs it now, 2 images a call on one core).
 """
 
 from __future__ import annotations
@@ -118,11 +120,16 @@ def per_image(folder: Path, count: int) -> dict[str, float]:
     row["appearance"] = cpu_ms(lambda: [appearance.appearance(i) for i in images])
     row["views"] = cpu_ms(lambda: [compute_views(i.rgb()) for i in images])
     row["signatures"] = cpu_ms(lambda: [signatures.signature(i.pixels) for i in images])
-    batches = [
-        to_tensor_batch(inputs[i : i + 32], encoder.config) for i in range(0, len(inputs), 32)
-    ]
-    encoder.embed(batches[0])
-    row["inference (onnx)"] = cpu_ms(lambda: [encoder.embed(b) for b in batches])
+    for size, embed, name in [
+        (32, encoder.embed, "inference (batch 32, all threads: before)"),
+        (encoder.worker_batch, encoder.embed_one_core, "inference (worker: 2 a call, 1 core)"),
+    ]:
+        batches = [
+            to_tensor_batch(inputs[i : i + size], encoder.config)
+            for i in range(0, len(inputs), size)
+        ]
+        embed(batches[0])
+        row[name] = cpu_ms(lambda embed=embed, batches=batches: [embed(b) for b in batches])
     return row
 
 

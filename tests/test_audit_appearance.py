@@ -278,9 +278,9 @@ def test_window_filters_equal_scipy() -> None:
 
     rng = np.random.default_rng(3)
     for shape in [(1, 1), (2, 9), (7, 3), (40, 61), (160, 120)]:
-        for dtype in (np.float32, np.uint8):
+        for dtype in (np.float32, np.uint8, np.uint16):
             x = (rng.random(shape) * 255).astype(dtype)
-            for size in (5, 7):
+            for size in (1, 3, 5, 7):
                 assert np.array_equal(
                     _min_filter(x, size), ndimage.minimum_filter(x, size, mode="nearest")
                 )

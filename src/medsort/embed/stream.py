@@ -1,8 +1,10 @@
 """Embed stage: read, preprocess and embed every file, streaming and cached.
 
-Decoding runs in background threads while the model works on the previous batch (PIL's
-decoders and resizers, and ONNX Runtime, release the GIL, so threads use every core);
-a bounded queue keeps memory flat however many images (or slide tiles) there are.
+Decoding runs in background threads (PIL's decoders and resizers, and ONNX Runtime,
+release the GIL, so threads use every core). On a CPU each of them, one per core, also
+runs the ONNX model on its own images, 2 a call (:func:`worker_batch`); otherwise (torch,
+a GPU) the main thread runs the model on batches while the threads decode the next ones.
+A bounded queue keeps memory flat however many images (or slide tiles) there are.
 JPEGs are decoded at the smallest DCT scale that keeps twice the encoder's input size.
 The decoding threads also measure each item's appearance attributes, hand-crafted views
 and the audit's pixel signatures (:mod:`medsort.io.signatures`), all cached with the
@@ -11,6 +13,7 @@ embedding, so neither a cached re-run nor its audit decodes an image again.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Sequence
@@ -23,7 +26,7 @@ from tqdm.auto import tqdm
 
 from medsort.embed.cache import CachedFile, EmbeddingCache, content_hash
 from medsort.embed.registry import Encoder
-from medsort.embed.runtime import tune_cpu_runtime
+from medsort.embed.runtime import inference_threads, tune_cpu_runtime
 from medsort.embed.views import compute_views, views_token
 from medsort.io import appearance, signatures
 from medsort.io.readers import ReadError, ReadOptions, iter_images
@@ -202,9 +205,17 @@ def embed_pending(
     todo: queue.Queue[int] = queue.Queue()
     for index in pending:
         todo.put(index)
+    in_workers = worker_batch(encoder)
+    if in_workers:
+        n_readers = max(n_readers, inference_threads())
+        prepare = getattr(encoder, "prepare_one_core", None)
+        if callable(prepare):  # loading the graph overlaps the first decodes
+            threading.Thread(target=_quietly, args=(prepare,), daemon=True).start()
     workers = [
         threading.Thread(
-            target=_read_worker, args=(files, todo, outbox, encoder, options, views), daemon=True
+            target=_read_worker,
+            args=(files, todo, outbox, encoder, options, views, in_workers),
+            daemon=True,
         )
         for _ in range(max(1, n_readers))
     ]
@@ -218,13 +229,19 @@ def embed_pending(
         if kind == "worker-done":
             finished_workers += 1
             continue
+        if kind == "model-error":  # the model itself failed: no file is to blame
+            raise payload
+        if kind == "vectors":
+            _add_vectors(payload, pending, cache, bar)
+            continue
         entry = pending[index]
         if kind == "item":
             meta, model_input, views, measured = payload
             entry.items.append(meta)
             entry.views.append(views)
             entry.signatures.append(measured)
-            batch.append((index, model_input))
+            if model_input is not None:
+                batch.append((index, model_input))
             if len(batch) >= batch_size:
                 _run_batch(batch, pending, encoder, cache, bar)
                 batch = []
@@ -239,6 +256,19 @@ def embed_pending(
     bar.close()
 
 
+def worker_batch(encoder: Encoder) -> int:
+    """Images per model call when each decoding thread runs ``encoder`` itself, on one core
+    (``encoder.worker_batch``, :class:`~medsort.embed.onnx_encoder.OnnxEncoder` on a CPU);
+    0 when the main thread runs it on whole batches (torch, a GPU).
+
+    On a CPU that is faster than one multi-threaded model fed by the decoders: each
+    thread's work is independent (no intra-op barrier waiting on a thread the decoders
+    took the core from) and a few images' activations stay in the CPU caches.
+    """
+    size = getattr(encoder, "worker_batch", None)
+    return int(size) if size and callable(getattr(encoder, "embed_one_core", None)) else 0
+
+
 def _read_worker(
     files: Sequence[Path],
     todo: queue.Queue[int],
@@ -246,11 +276,19 @@ def _read_worker(
     encoder: Encoder,
     options: ReadOptions,
     views: bool,
+    in_workers: int = 0,
 ) -> None:
+    """Decode and measure the files taken from ``todo``; with ``in_workers``, also embed
+    them, that many images per model call."""
+    inputs: list[tuple[int, np.ndarray]] = []
     while True:
         try:
             index = todo.get_nowait()
         except queue.Empty:
+            try:
+                _flush(inputs, encoder, outbox)
+            except _ModelFailedError:
+                return
             outbox.put(("worker-done", -1, None))
             return
         count = 0
@@ -262,17 +300,66 @@ def _read_worker(
                 record = {"item": image.item, "meta": meta}
                 extra = compute_views(rgb) if views else {}
                 measured = signatures.signature(image.pixels)
-                outbox.put(("item", index, (record, model_input, extra, measured)))
+                if in_workers:
+                    outbox.put(("item", index, (record, None, extra, measured)))
+                    inputs.append((index, model_input))
+                    if len(inputs) >= in_workers:
+                        _flush(inputs, encoder, outbox)
+                else:
+                    outbox.put(("item", index, (record, model_input, extra, measured)))
                 count += 1
             if count == 0:
                 raise ReadError("no image found in the file")
             outbox.put(("file-done", index, count))
+        except _ModelFailedError:  # the main thread raises the model's error
+            return
         except ReadError as error:
             outbox.put(
                 ("error", index, str(error) if count == 0 else f"{error} (after {count} items)")
             )
         except Exception as error:  # a decoder crash names the file, the run goes on
             outbox.put(("error", index, f"{type(error).__name__}: {error}"))
+
+
+def _quietly(function: Any) -> None:
+    """Call ``function``; an error is left to the workers, whose next call raises it."""
+    with contextlib.suppress(Exception):
+        function()
+
+
+class _ModelFailedError(Exception):
+    """The model failed in a decoding thread (sent to the main thread, which raises it)."""
+
+
+def _flush(
+    inputs: list[tuple[int, np.ndarray]],
+    encoder: Encoder,
+    outbox: queue.Queue[tuple[str, int, Any]],
+) -> None:
+    """Embed a worker's gathered ``inputs`` on its core and send the vectors (emptied)."""
+    if not inputs:
+        return
+    batch = to_tensor_batch([image for _, image in inputs], encoder.config)
+    try:
+        vectors = encoder.embed_one_core(batch)  # type: ignore[attr-defined]
+    except Exception as error:
+        outbox.put(("model-error", -1, error))
+        raise _ModelFailedError from error
+    rows = [(index, vector) for (index, _), vector in zip(inputs, vectors, strict=True)]
+    outbox.put(("vectors", -1, rows))
+    inputs.clear()
+
+
+def _add_vectors(
+    rows: list[tuple[int, np.ndarray]],
+    pending: dict[int, PendingFile],
+    cache: EmbeddingCache,
+    bar: tqdm,
+) -> None:
+    for index, vector in rows:
+        pending[index].vectors.append(vector)
+    for index in {index for index, _ in rows}:
+        _store_if_complete(index, pending[index], cache, bar)
 
 
 def _run_batch(
@@ -283,10 +370,9 @@ def _run_batch(
     bar: tqdm,
 ) -> None:
     vectors = encoder.embed(to_tensor_batch([image for _, image in batch], encoder.config))
-    for (index, _), vector in zip(batch, vectors, strict=True):
-        pending[index].vectors.append(vector)
-    for index in {index for index, _ in batch}:
-        _store_if_complete(index, pending[index], cache, bar)
+    _add_vectors(
+        [(index, v) for (index, _), v in zip(batch, vectors, strict=True)], pending, cache, bar
+    )
 
 
 def _store_if_complete(index: int, entry: PendingFile, cache: EmbeddingCache, bar: tqdm) -> None:

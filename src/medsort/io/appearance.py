@@ -15,11 +15,13 @@ What each one means, in words: :data:`DESCRIPTIONS` and ``docs/audit.md``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from medsort.io.image import MedImage
 
@@ -120,11 +122,12 @@ _STANDARD_LUMA = np.array(
 
 def appearance(image: MedImage) -> dict[str, float]:
     """Every appearance attribute of one item (see :data:`DESCRIPTIONS`)."""
-    pixels = downsample(image.pixels)
-    gray = grey(pixels) if pixels.ndim == 3 else pixels.astype(np.float32)
-    field = _field_of_view(gray)
-    values = grey_attributes(gray, field)
-    values.update(colour_attributes(pixels, gray, field))
+    small = downsample_uint8(image.pixels)
+    levels = GreyLevels.of(small)
+    gray = levels.grey()
+    field = levels.field_of_view(gray)
+    values = grey_attributes(gray, field, levels)
+    values.update(colour_attributes(small.astype(np.float32), gray, field))
     values["jpeg_quality"] = jpeg_quality(image.path, image.meta.get("format"))
     for name, level in PRESENCE.items():  # a trace (one uniform row, a speck) is none
         if values[name] < level / 10:
@@ -134,12 +137,17 @@ def appearance(image: MedImage) -> dict[str, float]:
 
 def downsample(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
     """A float32 copy whose longer side is at most ``side`` (box filter)."""
+    return downsample_uint8(pixels, side).astype(np.float32)
+
+
+def downsample_uint8(pixels: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """:func:`downsample` before its float32 conversion (uint8 pixels stay uint8)."""
     height, width = pixels.shape[:2]
     scale = max(height, width) / side
     if scale > 1:
         size = (max(1, round(width / scale)), max(1, round(height / scale)))
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.BOX))
-    return pixels.astype(np.float32)
+    return pixels
 
 
 def grey(pixels: np.ndarray) -> np.ndarray:
@@ -150,21 +158,98 @@ def grey(pixels: np.ndarray) -> np.ndarray:
     return (pixels[:, :, 0] + pixels[:, :, 1] + pixels[:, :, 2]) / np.float32(3)
 
 
-def grey_attributes(gray: np.ndarray, field: np.ndarray | None = None) -> dict[str, float]:
-    """Brightness, contrast, sharpness, noise, borders, marks and object size."""
+@dataclass(frozen=True)
+class GreyLevels:
+    """A uint8 image's grey levels as integer codes, for exact order statistics by counting.
+
+    The grey copy of a uint8 image takes few values: ``code / divisor`` with ``code`` the
+    channel sum (0-765, divisor 3) or the grey level itself (divisor 1). Percentiles and
+    histograms then come from a ``bincount`` of the codes instead of sorting floats: the
+    same order statistics, in a tenth of the time (``np.percentile`` and ``np.histogram``
+    were half of :func:`appearance`'s cost).
+    """
+
+    codes: np.ndarray
+    divisor: int
+
+    @classmethod
+    def of(cls, small: np.ndarray) -> GreyLevels | None:
+        """The levels of a uint8 ``(h, w)`` or ``(h, w, 3)`` copy; ``None`` for any other."""
+        if small.dtype != np.uint8 or small.ndim not in (2, 3):
+            return None
+        if small.ndim == 2:
+            return cls(small, 1)
+        if small.shape[2] != 3:
+            return None
+        # Three whole-plane adds: numpy's sum over a length-3 axis is 10x slower.
+        codes = small[:, :, 0].astype(np.uint16)
+        codes += small[:, :, 1]
+        codes += small[:, :, 2]
+        return cls(codes, 3)
+
+    def grey(self) -> np.ndarray:
+        """:func:`grey` of the float32 copy, value for value (the channel sum is exact)."""
+        return self.to_grey(self.codes)
+
+    def to_grey(self, codes: np.ndarray) -> np.ndarray:
+        """The float32 grey values of ``codes``."""
+        gray = codes.astype(np.float32)
+        return gray / np.float32(self.divisor) if self.divisor != 1 else gray
+
+    def counts(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """How many pixels (of ``mask``) have each code."""
+        codes = self.codes if mask is None else self.codes[mask]
+        return np.bincount(codes.ravel(), minlength=255 * self.divisor + 1)
+
+    def percentiles(self, counts: np.ndarray, q: Sequence[float]) -> list[Any]:
+        """``np.percentile(values, q)`` (linear) of the grey values these ``counts`` count;
+        one ``q`` is taken as numpy takes a number (float32 result), several as a list."""
+        n = int(counts.sum())
+        cumulative = np.cumsum(counts)
+        out = []
+        for percent in q:
+            position = (n - 1) * (percent / 100)
+            below = min(math.floor(position), n - 1)
+            above = min(below + 1, n - 1)
+            ranks = np.searchsorted(cumulative, [below, above], side="right")
+            a, b = (float(np.float32(r) / np.float32(self.divisor)) for r in ranks)
+            out.append(_lerp(a, b, position - below, single=len(q) == 1))
+        return out
+
+    def field_of_view(self, gray: np.ndarray) -> np.ndarray:
+        """:func:`_field_of_view` of :meth:`grey`."""
+        top = float(self.percentiles(self.counts(), [99])[0])
+        return gray > max(0.1 * top, 2.0)
+
+
+def _lerp(a: float, b: float, t: float, single: bool = False) -> Any:
+    """``a`` to ``b`` at ``t``, as ``np.percentile`` interpolates (from the nearer end);
+    ``single``: in float32, as it does for float32 data and one ``q`` given as a number."""
+    if single:
+        a, b = np.float32(a), np.float32(b)
+        diff = b - a
+        return a + diff * np.float32(t) if t < 0.5 else b - diff * np.float32(1 - t)
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t)
+
+
+def grey_attributes(
+    gray: np.ndarray, field: np.ndarray | None = None, levels: GreyLevels | None = None
+) -> dict[str, float]:
+    """Brightness, contrast, sharpness, noise, borders, marks and object size
+    (``levels``: :class:`GreyLevels` of ``gray``, where it has them, for speed)."""
     field = _field_of_view(gray) if field is None else field
     inside = gray[field] if field.any() else gray.ravel()
     contrast = float(inside.std())
     return {
         "brightness": float(gray.mean()),
         "contrast": contrast,
-        "sharpness": _sharpness(gray, field),
+        "sharpness": _sharpness(gray, field, levels),
         "noise": _noise(gray),
         "vignette": _vignette(gray),
         "dark_surround": float(1.0 - field.mean()),
         "padding": _padding(gray),
-        **_marks(gray),
-        "object_area": _object_area(inside),
+        **_marks(gray, levels),
+        "object_area": _object_area(inside, levels, field if field.any() else None),
     }
 
 
@@ -194,7 +279,7 @@ def _field_of_view(gray: np.ndarray) -> np.ndarray:
     return gray > max(0.1 * top, 2.0)
 
 
-def _sharpness(gray: np.ndarray, field: np.ndarray) -> float:
+def _sharpness(gray: np.ndarray, field: np.ndarray, levels: GreyLevels | None = None) -> float:
     """Steepness of the strongest edges: 95th percentile of the gradient magnitude inside
     the field of view, per grey-level range (5th to 95th percentile) of the field.
 
@@ -205,22 +290,57 @@ def _sharpness(gray: np.ndarray, field: np.ndarray) -> float:
     if min(gray.shape) < 2:  # a line or a dot has no edges to measure
         return float("nan")
     gy, gx = np.gradient(gray)
-    magnitude = np.hypot(gx, gy)
     inner = _min_filter(field.astype(np.uint8), 5).astype(bool)
-    if inner.sum() <= 16:
+    if np.count_nonzero(inner) <= 16:
         inner = np.ones_like(field)
-    high, low = np.percentile(gray[inner], [95, 5])
+    if levels is None:
+        high, low = np.percentile(gray[inner], [95, 5])
+        steepest = np.percentile(np.hypot(gx, gy)[inner], 95)
+    else:
+        high, low = levels.percentiles(levels.counts(inner), [95, 5])
+        steepest = _magnitude_percentile(gx[inner], gy[inner], 95)
     spread = float(high - low)
-    return float(np.percentile(magnitude[inner], 95) / max(spread, 1.0))
+    return float(steepest / max(spread, 1.0))
+
+
+def _magnitude_percentile(gx: np.ndarray, gy: np.ndarray, q: float) -> float:
+    """``np.percentile(np.hypot(gx, gy), q)`` from the two order statistics it needs.
+
+    They are found among the squared magnitudes (exact in float64, and ordered as the
+    magnitudes are), so ``hypot`` is taken of two pixels instead of every one.
+    """
+    gx, gy = gx.ravel(), gy.ravel()
+    n = gx.size
+    position = (n - 1) * (q / 100)
+    below = min(math.floor(position), n - 1)
+    above = min(below + 1, n - 1)
+    x, y = gx.astype(np.float64), gy.astype(np.float64)
+    order = np.argpartition(x * x + y * y, [below, above])
+    a, b = (float(np.hypot(gx[order[k]], gy[order[k]])) for k in (below, above))
+    return _lerp(a, b, position - below, single=True)
 
 
 def _noise(gray: np.ndarray) -> float:
     """Immerkær's fast noise estimate (sigma, grey levels) from a Laplacian difference mask."""
     if min(gray.shape) < 3:
         return math.nan
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-    response = np.abs(ndimage.convolve(gray, kernel, mode="nearest"))[1:-1, 1:-1]
+    response = np.abs(_laplacian_difference(gray))[1:-1, 1:-1]
     return float(math.sqrt(math.pi / 2) * response.mean() / 6)
+
+
+def _laplacian_difference(gray: np.ndarray) -> np.ndarray:
+    """``ndimage.convolve(gray, [[1, -2, 1], [-2, 4, -2], [1, -2, 1]])`` inside a 1-pixel
+    border (left 0), as two separable ``[1, -2, 1]`` passes in float64.
+
+    Value for value on grey copies of uint8 images: their values are multiples of 1/3
+    below 256, so every sum is exact in float64, as it is in ndimage's float64
+    accumulation, and both round it once to float32.
+    """
+    g = gray.astype(np.float64)
+    rows = g[:-2] - 2 * g[1:-1] + g[2:]
+    out = np.zeros(gray.shape, dtype=np.float32)
+    out[1:-1, 1:-1] = rows[:, :-2] - 2 * rows[:, 1:-1] + rows[:, 2:]
+    return out
 
 
 def _vignette(gray: np.ndarray) -> float:
@@ -259,7 +379,7 @@ def _run(flags: np.ndarray) -> int:
     return int(false[0]) if len(false) else len(flags)
 
 
-def _marks(gray: np.ndarray) -> dict[str, float]:
+def _marks(gray: np.ndarray, levels: GreyLevels | None = None) -> dict[str, float]:
     """Thin strokes: crowded in a border cell (text, markers) and anywhere (hair, ink).
 
     White and black top-hats (grey opening / closing, 7x7, separable) keep what is
@@ -267,11 +387,17 @@ def _marks(gray: np.ndarray) -> dict[str, float]:
     levels. ``text_marks`` is the stroke density of the busiest of the 12 border cells of a
     4x4 grid minus the median cell density, so that texture all over (cells, hair) does
     not read as text; ``dark_strokes`` is the share of pixels in thin dark lines.
+
+    With ``levels`` the filters run on its integer codes (half the memory traffic): grey is
+    a non-decreasing function of the code, so minima and maxima map over value for value.
     """
     if min(gray.shape) < MARK_MIN_SIDE:  # strokes cannot be told from texture
         return {"text_marks": math.nan, "dark_strokes": math.nan}
-    opened = _max_filter(_min_filter(gray, 7), 7)
-    closed = _min_filter(_max_filter(gray, 7), 7)
+    source = gray if levels is None else levels.codes
+    opened = _max_filter(_min_filter(source, 7), 7)
+    closed = _min_filter(_max_filter(source, 7), 7)
+    if levels is not None:
+        opened, closed = levels.to_grey(opened), levels.to_grey(closed)
     dark = closed - gray > MARK_CONTRAST
     strokes = (gray - opened > MARK_CONTRAST) | dark
     h, w = gray.shape
@@ -297,23 +423,42 @@ def _max_filter(x: np.ndarray, size: int) -> np.ndarray:
 
 
 def _window_1d(x: np.ndarray, size: int, axis: int, op: np.ufunc) -> np.ndarray:
-    """``op`` (minimum or maximum) over a centred window of odd ``size`` along ``axis``."""
+    """``op`` (minimum or maximum) over a centred window of odd ``size`` along ``axis``.
+
+    The edges are repeated ``size // 2`` times, then windows of 2, 4, ... are folded from
+    shifted copies and the last two overlapping ones give ``size``: 3 array operations for
+    7 instead of 6 (minimum and maximum are exact, so any order gives the same values).
+    """
     half = size // 2
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (half, half)
-    padded = np.pad(x, pad, mode="edge")
-    n = x.shape[axis]
-    out = np.take(padded, np.arange(n), axis=axis)
-    for k in range(1, size):
-        op(out, padded[k : k + n] if axis == 0 else padded[:, k : k + n], out=out)
-    return out
+    data = np.moveaxis(x, axis, 0)
+    n = data.shape[0]
+    span = np.concatenate([data[:1]] * half + [data] + [data[-1:]] * half)
+    width = 1
+    while 2 * width <= size:
+        span = op(span[:-width], span[width:])
+        width *= 2
+    out = op(span[:n], span[size - width : size - width + n])
+    return np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
-def _object_area(inside: np.ndarray) -> float:
-    """Share of the field of view below its Otsu threshold (the darker object)."""
+def _object_area(
+    inside: np.ndarray, levels: GreyLevels | None = None, field: np.ndarray | None = None
+) -> float:
+    """Share of the field of view below its Otsu threshold (the darker object).
+
+    With ``levels`` (and the ``field`` mask ``inside`` was taken with, ``None`` for all),
+    the histogram is that of the distinct grey values weighted by their counts: the same
+    bins, hence the same counts, as that of every pixel.
+    """
     if inside.size < 16 or inside.max() - inside.min() < 1:
         return math.nan
-    counts, edges = np.histogram(inside, bins=64)
+    if levels is None:
+        counts, edges = np.histogram(inside, bins=64)
+    else:
+        tally = levels.counts(field)
+        present = np.flatnonzero(tally)
+        values = present.astype(np.float32) / np.float32(levels.divisor)
+        counts, edges = np.histogram(values, bins=64, weights=tally[present])
     p = counts / counts.sum()
     omega = np.cumsum(p)
     mu = np.cumsum(p * (edges[:-1] + edges[1:]) / 2)
