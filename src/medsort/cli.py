@@ -127,7 +127,11 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     command.add_argument(
-        "--batch-size", type=at_least(1), default=32, help="images per encoder batch on a GPU or with torch (default 32; the CPU ONNX path runs 2 images per call in each decoding thread)"
+        "--batch-size",
+        type=at_least(1),
+        default=32,
+        help="images per encoder batch on a GPU or with torch (default 32; on a CPU the "
+        "ONNX encoders run 2 images per call in each decoding thread)",
     )
     _with_alias(
         command,
