@@ -209,3 +209,13 @@ def test_sort_adapt_sorts_with_the_adapted_encoder(small_folder: Path, tmp_path:
     assert run["encoder"].startswith("adapted-")
     assert (out / "adapted" / "adapted.json").is_file()
     assert len((out / "assignments.csv").read_text().splitlines()) == 21
+    assert all(used["k_from"] in ("reference", "cnn") for used in run["views_per_modality_group"])
+
+
+def test_adapted_encoder_groups_are_counted_on_its_base_encoder(tmp_path: Path) -> None:
+    from medsort.sorter import Sorter
+
+    (tmp_path / "adapted.json").write_text(json.dumps({"base_encoder": "efficientnet_lite0"}))
+    assert Sorter(encoder=f"adapted:{tmp_path}")._reference_spec() == "efficientnet_lite0"
+    assert Sorter()._reference_spec() is None
+    assert Sorter(encoder=f"adapted:{tmp_path}", reference_encoder=None)._reference_spec() is None

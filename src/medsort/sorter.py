@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from medsort import __version__
 from medsort.embed.backends import LocalBackend, RayBackend
 from medsort.embed.cache import CacheSpec, keep_mask, open_cache
+from medsort.embed.onnx_encoder import ADAPTED_CONFIG
 from medsort.embed.registry import Encoder, absolute_spec, create_encoder, describe_encoder
 from medsort.embed.stream import Embedded, decode_options
 from medsort.group import TwoLevelGrouper
@@ -80,6 +82,12 @@ class Sorter(BaseEstimator):
         those modality groups are embedded again with their encoder (locally, through the
         same cache) and their condition groups formed from it
         (:mod:`medsort.modality_encoders`; ``predict`` is then not available).
+    reference_encoder : str or None
+        Encoder whose features choose the modality groups and how many condition groups
+        each gets (``reference`` of :meth:`TwoLevelGrouper.fit`), the groups themselves
+        being formed in ``encoder``'s features. ``"auto"``: the ImageNet
+        EfficientNet-Lite0 when ``encoder`` is one adapted on a folder (``adapted:DIR``,
+        :mod:`medsort.adapt`), none otherwise. Not used with a given ``n_clusters``.
 
     Attributes
     ----------
@@ -113,6 +121,7 @@ class Sorter(BaseEstimator):
         views: bool = True,
         progress: bool = True,
         encoder_for: dict[str, str] | str | None = None,
+        reference_encoder: str | None = "auto",
     ) -> None:
         self.encoder = encoder
         self.grouper = grouper
@@ -126,6 +135,7 @@ class Sorter(BaseEstimator):
         self.views = views
         self.progress = progress
         self.encoder_for = encoder_for
+        self.reference_encoder = reference_encoder
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -159,7 +169,8 @@ class Sorter(BaseEstimator):
         started = time.perf_counter()
         if self.progress:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
-        self.grouper_ = grouper.fit(embedded.vectors, views=embedded.views)
+        reference = None if grouper.n_clusters is not None else self._reference(files, embedded)
+        self.grouper_ = grouper.fit(embedded.vectors, views=embedded.views, reference=reference)
         if self.encoder_for:
             self.grouper_ = PerModalityGrouper(
                 self.grouper_, self.encoder_for, self.device, grouper.random_state, self.progress
@@ -207,6 +218,33 @@ class Sorter(BaseEstimator):
         if isinstance(self.encoder, str):
             return create_encoder(self.encoder, device=self.device)
         return self.encoder
+
+    def _reference_spec(self) -> str | None:
+        if self.reference_encoder != "auto":
+            return self.reference_encoder
+        spec = self.encoder if isinstance(self.encoder, str) else ""
+        if not spec.startswith(ADAPTED_PREFIX):
+            return None
+        config = Path(spec.removeprefix(ADAPTED_PREFIX)) / ADAPTED_CONFIG
+        return str(json.loads(config.read_text()).get("base_encoder", ADAPTED_BASE))
+
+    def _reference(self, files: list[Path], embedded: Embedded) -> np.ndarray | None:
+        """The reference encoder's vectors of ``embedded``'s rows (None: no reference, or
+        it could not read every row the main encoder read)."""
+        spec = self._reference_spec()
+        if spec is None:
+            return None
+        other = self._embed_with(files, create_encoder(spec, device=self.device))
+        row_of = {key: row for row, key in enumerate(row_keys(other))}
+        rows = [row_of.get(key) for key in row_keys(embedded)]
+        if any(row is None for row in rows):
+            print(
+                f"medsort: {spec} could not read every image; groups counted on "
+                f"{embedded_name(self.encoder)} alone",
+                file=sys.stderr,
+            )
+            return None
+        return other.vectors[np.asarray(rows, dtype=np.int64)]
 
     def _embed_with(self, files: list[Path], encoder: Encoder) -> Embedded:
         """Embed ``files`` with another ``encoder``, locally, through the same cache."""
@@ -295,6 +333,23 @@ class Sorter(BaseEstimator):
             peak_rss_mib=peak_rss_mib(),
             extra=self.grouper_.run_info() if isinstance(self.grouper_, PerModalityGrouper) else {},
         )
+
+
+ADAPTED_PREFIX = "adapted:"
+ADAPTED_BASE = "efficientnet_lite0"
+"""The encoder ``medsort adapt`` starts from, when an ``adapted.json`` does not say."""
+
+
+def row_keys(embedded: Embedded) -> list[tuple[str, str]]:
+    """``(file, item)`` of every row."""
+    return [
+        (str(path), entry.item) for path, entry in zip(embedded.files, embedded.items, strict=True)
+    ]
+
+
+def embedded_name(encoder: str | Encoder) -> str:
+    """A spec as given, or an encoder object's name."""
+    return encoder if isinstance(encoder, str) else encoder.name
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:
