@@ -87,7 +87,10 @@ class Sorter(BaseEstimator):
         each gets (``reference`` of :meth:`TwoLevelGrouper.fit`), the groups themselves
         being formed in ``encoder``'s features. ``"auto"``: the ImageNet
         EfficientNet-Lite0 when ``encoder`` is one adapted on a folder (``adapted:DIR``,
-        :mod:`medsort.adapt`), none otherwise. Not used with a given ``n_clusters``.
+        :mod:`medsort.adapt`), none otherwise; for an encoder adapted on mostly grey
+        images, ``"auto"`` forms the groups in the reference features altogether (the
+        adapted vectors stay the embeddings ``medsort label`` learns from). Only the
+        grey case uses it with a given ``n_clusters``.
 
     Attributes
     ----------
@@ -169,8 +172,8 @@ class Sorter(BaseEstimator):
         started = time.perf_counter()
         if self.progress:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
-        reference = None if grouper.n_clusters is not None else self._reference(files, embedded)
-        self.grouper_ = grouper.fit(embedded.vectors, views=embedded.views, reference=reference)
+        self.groups_on_reference_ = self._groups_on_reference()
+        self.grouper_ = self._fit_grouper(grouper, files, embedded)
         if self.encoder_for:
             self.grouper_ = PerModalityGrouper(
                 self.grouper_, self.encoder_for, self.device, grouper.random_state, self.progress
@@ -199,7 +202,10 @@ class Sorter(BaseEstimator):
         check_is_fitted(self, "grouper_")
         paths = [Path(path) for path in paths]
         embedded = self.embed(paths)
-        groups = self.grouper_.predict(embedded.vectors, views=embedded.views)
+        vectors = embedded.vectors
+        if self.groups_on_reference_:
+            vectors = self._reference([Path(path) for path in embedded.files], embedded)
+        groups = self.grouper_.predict(vectors, views=embedded.views)
         rows = [
             (str(path), entry.item, int(group), "")
             for path, entry, group in zip(embedded.files, embedded.items, groups, strict=True)
@@ -219,14 +225,44 @@ class Sorter(BaseEstimator):
             return create_encoder(self.encoder, device=self.device)
         return self.encoder
 
-    def _reference_spec(self) -> str | None:
-        if self.reference_encoder != "auto":
-            return self.reference_encoder
+    def _fit_grouper(
+        self, grouper: TwoLevelGrouper, files: list[Path], embedded: Embedded
+    ) -> TwoLevelGrouper:
+        """Group ``embedded``: in the reference features (grey adapted folders), with the
+        reference counting the groups (other adapted folders), or alone."""
+        if self.groups_on_reference_:
+            reference = self._reference(files, embedded)
+            if reference is not None:
+                fitted = grouper.fit(reference, views=embedded.views)
+                for used in fitted.views_used_:
+                    used["grouped_on"] = self._reference_spec()
+                return fitted
+            self.groups_on_reference_ = False
+        count = grouper.n_clusters is None and self._reference_spec() is not None
+        reference = self._reference(files, embedded) if count else None
+        return grouper.fit(embedded.vectors, views=embedded.views, reference=reference)
+
+    def _adapted_config(self) -> dict[str, Any] | None:
+        """``adapted.json`` of an ``adapted:DIR`` encoder (None for any other)."""
         spec = self.encoder if isinstance(self.encoder, str) else ""
         if not spec.startswith(ADAPTED_PREFIX):
             return None
         config = Path(spec.removeprefix(ADAPTED_PREFIX)) / ADAPTED_CONFIG
-        return str(json.loads(config.read_text()).get("base_encoder", ADAPTED_BASE))
+        return json.loads(config.read_text())
+
+    def _reference_spec(self) -> str | None:
+        if self.reference_encoder != "auto":
+            return self.reference_encoder
+        config = self._adapted_config()
+        return None if config is None else str(config.get("base_encoder", ADAPTED_BASE))
+
+    def _groups_on_reference(self) -> bool:
+        """Whether the groups are formed in the reference features altogether: with
+        ``"auto"``, for an encoder adapted on mostly grey images (X-ray, MRI, ultrasound),
+        where adapting made every dev set's groups worse (docs/benchmarks.md)."""
+        config = self._adapted_config() if self.reference_encoder == "auto" else None
+        trained_on = {} if config is None else config.get("trained_on", {})
+        return 2 * int(trained_on.get("n_grey", 0)) > int(trained_on.get("n_images", 0))
 
     def _reference(self, files: list[Path], embedded: Embedded) -> np.ndarray | None:
         """The reference encoder's vectors of ``embedded``'s rows (None: no reference, or
