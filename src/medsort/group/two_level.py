@@ -321,9 +321,7 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         del self._views
         return self
 
-    def _reference_split(
-        self, reference: np.ndarray | None
-    ) -> tuple[np.ndarray, list[int]] | None:
+    def _reference_split(self, reference: np.ndarray | None) -> tuple[np.ndarray, list[int]] | None:
         """Modality group per row and condition groups per modality group of a grouping of
         ``reference`` alone (None: no reference, or ``n_clusters`` given)."""
         if reference is None or self.n_clusters is not None:
