@@ -209,3 +209,52 @@ def test_sort_adapt_sorts_with_the_adapted_encoder(small_folder: Path, tmp_path:
     assert run["encoder"].startswith("adapted-")
     assert (out / "adapted" / "adapted.json").is_file()
     assert len((out / "assignments.csv").read_text().splitlines()) == 21
+    assert all(used["k_from"] in ("reference", "cnn") for used in run["views_per_modality_group"])
+
+
+def test_adapted_encoder_groups_are_counted_on_its_base_encoder(tmp_path: Path) -> None:
+    from medsort.sorter import Sorter
+
+    config = {"base_encoder": "efficientnet_lite0", "trained_on": {"n_images": 10, "n_grey": 3}}
+    (tmp_path / "adapted.json").write_text(json.dumps(config))
+    adapted = Sorter(encoder=f"adapted:{tmp_path}")
+    assert adapted._reference_spec() == "efficientnet_lite0"
+    assert not adapted._groups_on_reference()  # mostly colour: groups in the adapted space
+    assert Sorter()._reference_spec() is None and not Sorter()._groups_on_reference()
+    assert Sorter(encoder=f"adapted:{tmp_path}", reference_encoder=None)._reference_spec() is None
+
+    config["trained_on"]["n_grey"] = 8  # mostly grey: the ImageNet features group
+    (tmp_path / "adapted.json").write_text(json.dumps(config))
+    assert Sorter(encoder=f"adapted:{tmp_path}")._groups_on_reference()
+
+
+@pytest.mark.slow
+def test_grey_folder_adapted_keeps_the_imagenet_groups(tmp_path: Path) -> None:
+    """On grey images adapting made every dev set's groups worse, so an encoder adapted on
+    a grey folder groups in the ImageNet features (same groups as without adapting, new
+    images too) while its own vectors stay the embeddings; ``reference_encoder=None``
+    groups in the adapted vectors (so the test can tell the two apart)."""
+    pytest.importorskip("torch")
+    from medsort.adapt import Adapter
+    from medsort.sorter import Sorter
+
+    images = sorted((shared_set("breast-ultrasound-28") / "images").glob("*"))
+    folder = _copy(images[::10], tmp_path / "breast")  # 55 real grey ultrasound images
+    Adapter(**{**FAST, "epochs": 3}, seed=0).fit(folder, tmp_path / "model")
+    spec = f"adapted:{tmp_path / 'model'}"
+    kwargs = {"cache": False, "progress": False}
+
+    imagenet = Sorter(**kwargs).fit(folder)
+    adapted = Sorter(encoder=spec, **kwargs).fit(folder)
+    alone = Sorter(encoder=spec, reference_encoder=None, **kwargs).fit(folder)
+
+    assert adapted.groups_on_reference_
+    assert np.array_equal(adapted.labels_, imagenet.labels_)
+    assert not np.allclose(adapted.result_.embeddings, imagenet.result_.embeddings)
+    assert np.allclose(alone.result_.embeddings, adapted.result_.embeddings)
+    assert not alone.groups_on_reference_
+    assert "grouped_on" not in alone.result_.run.views_per_modality_group[0]
+    new = sorted(folder.glob("*"))[:5]
+    assert list(adapted.predict(new)["group"]) == list(imagenet.predict(new)["group"])
+    run = adapted.result_.run
+    assert all(used["grouped_on"] == "efficientnet_lite0" for used in run.views_per_modality_group)

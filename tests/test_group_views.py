@@ -140,3 +140,55 @@ def test_most_agreed_picks_the_median_partition() -> None:
     assert best == 2 and means[2] > means[1] > means[0]  # ties go to the earlier one (2, not 3)
     assert candidate_weightings(["c", "t"], 0.2, ()) == [{"c": 0.2, "t": 0.2}]
     assert len(candidate_weightings(["c", "t"], 0.2, (0.5, 1.0))) == 6
+
+
+def _two_groups_one_split_in_two(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """Truth of two groups; a reference space that shows just those two; an 'adapted' space
+    that also splits group 1 in two far-apart halves (what SimCLR can do to a small set)."""
+    truth = np.repeat([0, 1], n // 2)
+    half = rng.integers(0, 2, n) * truth
+    base = np.abs(rng.normal(size=(n, 64)))
+    reference = base + 3.0 * truth[:, None] * (np.arange(64) < 8)
+    adapted = base + 3.0 * truth[:, None] * (np.arange(64) < 8)
+    adapted += 6.0 * half[:, None] * ((np.arange(64) >= 8) & (np.arange(64) < 16))
+    return truth, reference.astype(np.float32), adapted.astype(np.float32)
+
+
+def test_reference_features_decide_the_number_of_groups() -> None:
+    """Next to an adapted encoder, the number of groups is counted on the ImageNet
+    (reference) features: a split only the adapted space makes must not add a group,
+    and without the reference it does (so the test can tell the two apart)."""
+    truth, reference, adapted = _two_groups_one_split_in_two(np.random.default_rng(5), 300)
+
+    alone = TwoLevelGrouper(random_state=0).fit(adapted)
+    with_reference = TwoLevelGrouper(random_state=0).fit(adapted, reference=reference)
+
+    assert alone.n_groups_ == 3
+    assert with_reference.n_groups_ == 2
+    assert cluster_accuracy(truth, with_reference.labels_) > 0.95
+    assert with_reference.views_used_[0]["k_from"] == "reference"
+    assert (with_reference.predict(adapted) == with_reference.labels_).mean() > 0.95
+
+
+def test_groups_are_formed_in_the_main_features_not_the_reference() -> None:
+    """The reference only counts: when it sees the groups barely (noise) but gives the same
+    count, the groups still come from the main features."""
+    rng = np.random.default_rng(6)
+    truth, _, _ = _two_groups_one_split_in_two(rng, 300)
+    main = np.abs(rng.normal(size=(300, 64))) + 3.0 * truth[:, None] * (np.arange(64) < 8)
+    noisy = np.abs(rng.normal(size=(300, 64))) + 3.0 * rng.permutation(truth)[:, None] * (
+        np.arange(64) < 8
+    )
+
+    grouper = TwoLevelGrouper(random_state=0).fit(
+        main.astype(np.float32), reference=noisy.astype(np.float32)
+    )
+
+    assert grouper.n_groups_ == 2
+    assert cluster_accuracy(truth, grouper.labels_) > 0.95
+
+
+def test_reference_must_match_the_rows() -> None:
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="reference has 39 rows for 40"):
+        TwoLevelGrouper().fit(X, reference=X[:39])

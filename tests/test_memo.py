@@ -161,6 +161,21 @@ def test_any_change_of_input_misses(tmp_path: Path, change: str) -> None:
     assert _entries(tmp_path, "group") == 2
 
 
+def test_reference_features_are_part_of_the_key(tmp_path: Path) -> None:
+    """``sort --adapt`` counts the groups on the ImageNet features: another reference
+    must miss, the same one hit, and a hit still predicts like a fresh fit."""
+    X, views = _blobs()
+    reference = X[:, ::-1].copy()
+    memo = Memo(tmp_path)
+    fitted = fit_memoised(TwoLevelGrouper(), X, views, memo, reference=reference)
+    again = fit_memoised(TwoLevelGrouper(), X, views, memo, reference=reference)
+    assert not hasattr(again, "modality_models_")
+    assert np.array_equal(again.predict(X, views=views), fitted.predict(X, views=views))
+    fit_memoised(TwoLevelGrouper(), X, views, memo, reference=reference + 1.0)
+    fit_memoised(TwoLevelGrouper(), X, views, memo)
+    assert _entries(tmp_path, "group") == 3
+
+
 def test_a_subclass_is_never_memoised(tmp_path: Path) -> None:
     class Mine(TwoLevelGrouper):
         pass

@@ -111,7 +111,8 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         "--adapt",
         action="store_true",
         help="first adapt the encoder to this folder's images, without labels, into "
-        "OUT/adapted (medsort adapt; needs medsort[torch]; minutes), then sort with it",
+        "OUT/adapted (medsort adapt; needs medsort[torch]; minutes), then sort with it "
+        "(k counted on the ImageNet features; grey folders keep the ImageNet groups)",
     )
     command.add_argument(
         "--export",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from medsort.embed.cache import (
     keep_mask,
     open_cache,
 )
+from medsort.embed.onnx_encoder import ADAPTED_CONFIG
 from medsort.embed.registry import Encoder, absolute_spec, create_encoder, describe_encoder
 from medsort.embed.stream import Embedded, decode_options
 from medsort.group import TwoLevelGrouper
@@ -90,6 +92,15 @@ class Sorter(BaseEstimator):
         those modality groups are embedded again with their encoder (locally, through the
         same cache) and their condition groups formed from it
         (:mod:`medsort.modality_encoders`; ``predict`` is then not available).
+    reference_encoder : str or None
+        Encoder whose features choose the modality groups and how many condition groups
+        each gets (``reference`` of :meth:`TwoLevelGrouper.fit`), the groups themselves
+        being formed in ``encoder``'s features. ``"auto"``: the ImageNet
+        EfficientNet-Lite0 when ``encoder`` is one adapted on a folder (``adapted:DIR``,
+        :mod:`medsort.adapt`), none otherwise; for an encoder adapted on mostly grey
+        images, ``"auto"`` forms the groups in the reference features altogether (the
+        adapted vectors stay the embeddings ``medsort label`` learns from). Only the
+        grey case uses it with a given ``n_clusters``.
 
     Attributes
     ----------
@@ -124,6 +135,7 @@ class Sorter(BaseEstimator):
         views: bool = True,
         progress: bool = True,
         encoder_for: dict[str, str] | str | None = None,
+        reference_encoder: str | None = "auto",
     ) -> None:
         self.encoder = encoder
         self.grouper = grouper
@@ -137,6 +149,7 @@ class Sorter(BaseEstimator):
         self.views = views
         self.progress = progress
         self.encoder_for = encoder_for
+        self.reference_encoder = reference_encoder
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -170,8 +183,8 @@ class Sorter(BaseEstimator):
         started = time.perf_counter()
         if self.progress:
             print(f"grouping {len(embedded.items)} images...", file=sys.stderr, flush=True)
-        memo = Memo(cache_folder(self.cache))
-        self.grouper_ = fit_memoised(grouper, embedded.vectors, embedded.views, memo)
+        self.groups_on_reference_ = self._groups_on_reference()
+        self.grouper_ = self._fit_grouper(grouper, files, embedded, Memo(cache_folder(self.cache)))
         if self.encoder_for:
             self.grouper_ = PerModalityGrouper(
                 self.grouper_, self.encoder_for, self.device, grouper.random_state, self.progress
@@ -200,7 +213,10 @@ class Sorter(BaseEstimator):
         check_is_fitted(self, "grouper_")
         paths = [Path(path) for path in paths]
         embedded = self.embed(paths)
-        groups = self.grouper_.predict(embedded.vectors, views=embedded.views)
+        vectors = embedded.vectors
+        if self.groups_on_reference_:
+            vectors = self._reference([Path(path) for path in embedded.files], embedded)
+        groups = self.grouper_.predict(vectors, views=embedded.views)
         rows = [
             (str(path), entry.item, int(group), "")
             for path, entry, group in zip(embedded.files, embedded.items, groups, strict=True)
@@ -219,6 +235,63 @@ class Sorter(BaseEstimator):
         if isinstance(self.encoder, str):
             return create_encoder(self.encoder, device=self.device)
         return self.encoder
+
+    def _fit_grouper(
+        self, grouper: TwoLevelGrouper, files: list[Path], embedded: Embedded, memo: Memo
+    ) -> TwoLevelGrouper:
+        """Group ``embedded``: in the reference features (grey adapted folders), with the
+        reference counting the groups (other adapted folders), or alone."""
+        if self.groups_on_reference_:
+            reference = self._reference(files, embedded)
+            if reference is not None:
+                fitted = fit_memoised(grouper, reference, embedded.views, memo)
+                for used in fitted.views_used_:
+                    used["grouped_on"] = self._reference_spec()
+                return fitted
+            self.groups_on_reference_ = False
+        count = grouper.n_clusters is None and self._reference_spec() is not None
+        reference = self._reference(files, embedded) if count else None
+        return fit_memoised(grouper, embedded.vectors, embedded.views, memo, reference=reference)
+
+    def _adapted_config(self) -> dict[str, Any] | None:
+        """``adapted.json`` of an ``adapted:DIR`` encoder (None for any other)."""
+        spec = self.encoder if isinstance(self.encoder, str) else ""
+        if not spec.startswith(ADAPTED_PREFIX):
+            return None
+        config = Path(spec.removeprefix(ADAPTED_PREFIX)) / ADAPTED_CONFIG
+        return json.loads(config.read_text())
+
+    def _reference_spec(self) -> str | None:
+        if self.reference_encoder != "auto":
+            return self.reference_encoder
+        config = self._adapted_config()
+        return None if config is None else str(config.get("base_encoder", ADAPTED_BASE))
+
+    def _groups_on_reference(self) -> bool:
+        """Whether the groups are formed in the reference features altogether: with
+        ``"auto"``, for an encoder adapted on mostly grey images (X-ray, MRI, ultrasound),
+        where adapting made every dev set's groups worse (docs/benchmarks.md)."""
+        config = self._adapted_config() if self.reference_encoder == "auto" else None
+        trained_on = {} if config is None else config.get("trained_on", {})
+        return 2 * int(trained_on.get("n_grey", 0)) > int(trained_on.get("n_images", 0))
+
+    def _reference(self, files: list[Path], embedded: Embedded) -> np.ndarray | None:
+        """The reference encoder's vectors of ``embedded``'s rows (None: no reference, or
+        it could not read every row the main encoder read)."""
+        spec = self._reference_spec()
+        if spec is None:
+            return None
+        other = self._embed_with(files, create_encoder(spec, device=self.device))
+        row_of = {key: row for row, key in enumerate(row_keys(other))}
+        rows = [row_of.get(key) for key in row_keys(embedded)]
+        if any(row is None for row in rows):
+            print(
+                f"medsort: {spec} could not read every image; groups counted on "
+                f"{embedded_name(self.encoder)} alone",
+                file=sys.stderr,
+            )
+            return None
+        return other.vectors[np.asarray(rows, dtype=np.int64)]
 
     def _embed_with(self, files: list[Path], encoder: Encoder) -> Embedded:
         """Embed ``files`` with another ``encoder``, locally, through the same cache."""
@@ -319,6 +392,23 @@ def cache_folder(cache: CacheSpec) -> Path | None:
     if cache is False or cache is True:
         return None
     return default_cache_dir() if cache is None else Path(cache)
+
+
+ADAPTED_PREFIX = "adapted:"
+ADAPTED_BASE = "efficientnet_lite0"
+"""The encoder ``medsort adapt`` starts from, when an ``adapted.json`` does not say."""
+
+
+def row_keys(embedded: Embedded) -> list[tuple[str, str]]:
+    """``(file, item)`` of every row."""
+    return [
+        (str(path), entry.item) for path, entry in zip(embedded.files, embedded.items, strict=True)
+    ]
+
+
+def embedded_name(encoder: str | Encoder) -> str:
+    """A spec as given, or an encoder object's name."""
+    return encoder if isinstance(encoder, str) else encoder.name
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:

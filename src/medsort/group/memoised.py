@@ -32,22 +32,25 @@ def fit_memoised(
     X: np.ndarray,
     views: dict[str, np.ndarray] | None,
     memo: Memo,
+    reference: np.ndarray | None = None,
 ) -> TwoLevelGrouper:
-    """``grouper.fit(X, views=views)``, or its outcome from ``memo`` when it was fitted
-    on exactly these inputs before (then kept there, for the next run).
+    """``grouper.fit(X, views=views, reference=reference)``, or its outcome from ``memo``
+    when it was fitted on exactly these inputs before (then kept there, for the next run).
 
     Only :class:`TwoLevelGrouper` itself is memoised: a subclass may fit otherwise.
     """
     if not memo.enabled or type(grouper) is not TwoLevelGrouper:
-        return grouper.fit(X, views=views)
+        return grouper.fit(X, views=views, reference=reference)
     X = np.asarray(X, dtype=np.float32)
     views = dict(views or {})
-    key = digest(KIND, X, views, grouper.get_params())
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float32)
+    key = digest(KIND, X, views, grouper.get_params(), reference)
     found = memo.load(KIND, key)
     if found is not None and _restore(grouper, *found, n_rows=len(X)):
-        grouper._refit_input = (X, views)
+        grouper._refit_input = (X, views, reference)
         return grouper
-    grouper.fit(X, views=views)
+    grouper.fit(X, views=views, reference=reference)
     memo.save(
         KIND,
         key,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
@@ -107,6 +107,12 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
     the others (``most_agreed``); no labels are involved. Modality groups larger than
     ``max_fit_samples`` rows use the joint weighting only. Level 1 uses the CNN features
     only (modality purity is already perfect there).
+
+    With ``reference`` features given to :meth:`fit` (the ImageNet encoder's, when ``X``
+    comes from an encoder adapted on the folder, :mod:`medsort.adapt`), level 1 and the
+    number of groups of each modality group come from ``reference``, and only the groups
+    themselves are formed in ``X``: adaptation reshapes the groups, but its own ``k`` was
+    the main loss on small grey sets (docs/benchmarks.md, "Self-supervised adaptation").
 
     Parameters
     ----------
@@ -276,7 +282,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
 
     # ---- public API ------------------------------------------------------------------------
     def fit(
-        self, X: np.ndarray, y: None = None, views: dict[str, np.ndarray] | None = None
+        self,
+        X: np.ndarray,
+        y: None = None,
+        views: dict[str, np.ndarray] | None = None,
+        reference: np.ndarray | None = None,
     ) -> TwoLevelGrouper:
         """Form modality groups, then condition groups within each.
 
@@ -288,6 +298,12 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
             Ignored.
         views : dict of str to numpy.ndarray of shape (n, d_view), optional
             Hand-crafted views of the same rows, e.g. ``Embedded.views``.
+        reference : numpy.ndarray of shape (n, d_ref), optional
+            Features of the same rows from another encoder (the ImageNet one, next to an
+            encoder adapted on the folder): the modality groups and the number of condition
+            groups of each are taken from a grouping of ``reference`` alone, and only the
+            condition groups themselves are formed in ``X`` (with the views). Ignored when
+            ``n_clusters`` is given.
 
         Returns
         -------
@@ -298,11 +314,22 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.__dict__.pop("_refit_input", None)
         if X.ndim != 2 or len(X) == 0:
             raise ValueError("X must be a non-empty (n, d) array.")
+        if reference is not None and len(reference) != len(X):
+            raise ValueError(f"reference has {len(reference)} rows for {len(X)} features.")
         self._views = self._checked_views(views, len(X))
         with _thread_limit(len(X)):
-            self._fit(X)
+            self._fit(X, self._reference_split(reference))
         del self._views
         return self
+
+    def _reference_split(self, reference: np.ndarray | None) -> tuple[np.ndarray, list[int]] | None:
+        """Modality group per row and condition groups per modality group of a grouping of
+        ``reference`` alone (None: no reference, or ``n_clusters`` given)."""
+        if reference is None or self.n_clusters is not None:
+            return None
+        fitted = clone(self).fit(np.asarray(reference, dtype=np.float32))
+        counts = np.bincount(fitted.group_modality_, minlength=fitted.n_modalities_)
+        return fitted.modality_labels_, [int(count) for count in counts]
 
     def _checked_views(
         self, views: dict[str, np.ndarray] | None, n_rows: int
@@ -314,11 +341,13 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
                 raise ValueError(f"view {name!r} has {len(array)} rows for {n_rows} features.")
         return dict(views)
 
-    def _fit(self, X: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, split: tuple[np.ndarray, list[int]] | None = None) -> None:
         self.reducer_ = self._reducer().fit(X)
         Z = self.reducer_.transform(X)
         self._level1_embedding = None
-        if self.n_clusters is None:
+        if split is not None:
+            self.modality_labels_ = split[0].astype(np.int64)
+        elif self.n_clusters is None:
             self.modality_labels_ = self._split_modalities(Z)
         else:
             self.modality_labels_ = np.zeros(len(X), dtype=np.int64)
@@ -326,10 +355,13 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         self.modality_classifier_ = KNeighborsClassifier(
             n_neighbors=min(self.n_neighbors, len(Z))
         ).fit(Z, self.modality_labels_)
-        self._fit_conditions(X, Z)
+        self._fit_conditions(X, Z, None if split is None else split[1])
 
-    def _fit_conditions(self, X: np.ndarray, Z: np.ndarray) -> None:
-        """Level 2: cluster each modality group and assemble the flat outputs."""
+    def _fit_conditions(
+        self, X: np.ndarray, Z: np.ndarray, reference_k: list[int] | None = None
+    ) -> None:
+        """Level 2: cluster each modality group and assemble the flat outputs (with
+        ``reference_k``, modality group ``m`` gets ``reference_k[m]`` groups)."""
         n = len(X)
         self.labels_ = np.zeros(n, dtype=np.int64)
         self.distances_ = np.zeros(n, dtype=np.float64)
@@ -349,8 +381,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
                 Zm = transform_rows(reducer, X, rows)
             shared = self._level1_embedding if self.n_modalities_ == 1 else None
             fit_rows = self._modality_fit_rows(len(rows), n)
-            model = self._condition_clusterer(self.n_clusters, fit_rows)._fit(Zm, shared)
+            k = self.n_clusters if reference_k is None else reference_k[m]
+            model = self._condition_clusterer(k, fit_rows)._fit(Zm, shared)
             model = self._with_views(model, Zm, rows, fit_rows)
+            if reference_k is not None:
+                self.views_used_[-1]["k_from"] = "reference"
             self.labels_[rows] = model.labels_ + offset
             self.distances_[rows] = model.centre_distances()
             self.map_2d_[rows] = self._layout(model.spectral_coords_, m)
@@ -470,8 +505,8 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         not the fitted models that predict: fit them on the same rows (same groups)."""
         refit = self.__dict__.pop("_refit_input", None)
         if refit is not None:
-            X, views = refit
-            self.fit(X, views=views)
+            X, views, reference = refit
+            self.fit(X, views=views, reference=reference)
 
     def _predict(self, X: np.ndarray, views: dict[str, np.ndarray]) -> np.ndarray:
         modality = self.predict_modality(X)
@@ -494,7 +529,11 @@ class TwoLevelGrouper(ClusterMixin, BaseEstimator):
         return self.modality_classifier_.predict(Z).astype(np.int64)
 
     def fit_predict(
-        self, X: np.ndarray, y: None = None, views: dict[str, np.ndarray] | None = None
+        self,
+        X: np.ndarray,
+        y: None = None,
+        views: dict[str, np.ndarray] | None = None,
+        reference: np.ndarray | None = None,
     ) -> np.ndarray:
         """Fit and return :attr:`labels_`."""
-        return self.fit(X, views=views).labels_
+        return self.fit(X, views=views, reference=reference).labels_
