@@ -30,6 +30,7 @@ from medsort.group.memoised import fit_memoised
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
+from medsort.io.thumbnails import THUMB_DIR, ThumbnailWriter
 from medsort.memo import Memo
 from medsort.modality_encoders import PerModalityGrouper, parse_encoder_for
 from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
@@ -90,6 +91,12 @@ class Sorter(BaseEstimator):
         those modality groups are embedded again with their encoder (locally, through the
         same cache) and their condition groups formed from it
         (:mod:`medsort.modality_encoders`; ``predict`` is then not available).
+    thumbnails : bool
+        Let the decoding threads also write the report's thumbnails into ``thumbs/``
+        beside the cache (:func:`shared_thumbs`), from the pixels they decoded anyway, so
+        the report reads no image again. :func:`~medsort.pipeline.sort_folder`'s default
+        sorter and ``medsort sort`` turn it on; no effect without a cache folder or with
+        the Ray backend.
 
     Attributes
     ----------
@@ -124,6 +131,7 @@ class Sorter(BaseEstimator):
         views: bool = True,
         progress: bool = True,
         encoder_for: dict[str, str] | str | None = None,
+        thumbnails: bool = False,
     ) -> None:
         self.encoder = encoder
         self.grouper = grouper
@@ -137,6 +145,7 @@ class Sorter(BaseEstimator):
         self.views = views
         self.progress = progress
         self.encoder_for = encoder_for
+        self.thumbnails = thumbnails
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -150,7 +159,7 @@ class Sorter(BaseEstimator):
         parse_encoder_for(self.encoder_for)  # a bad mapping fails before any embedding
         self.encoder_ = self._make_encoder()
         grouper = TwoLevelGrouper() if self.grouper is None else clone(self.grouper)
-        embedded = self._embed(files)
+        embedded = self._embed(files, thumbnails=self._thumbnail_writer(input_dir))
         if self.drop_duplicates:
             embedded = without_duplicates(embedded, input_dir)
         self.timings_["read+embed"] = time.perf_counter() - started
@@ -224,9 +233,27 @@ class Sorter(BaseEstimator):
         """Embed ``files`` with another ``encoder``, locally, through the same cache."""
         return self._embed(files, encoder)
 
-    def _embed(self, files: list[Path], encoder: Encoder | None = None) -> Embedded:
+    def _thumbnail_writer(self, input_dir: Path) -> ThumbnailWriter | None:
+        """What writes the report's thumbnails in the read pass (``None``: the report)."""
+        folder = shared_thumbs(self.cache)
+        if not self.thumbnails or folder is None:
+            return None
+        root = input_dir.resolve()
+
+        def as_the_report_reads(path: Path) -> Path:  # run.json's input_dir / path
+            return root / path.relative_to(input_dir)
+
+        return ThumbnailWriter(folder, self.read_options or ReadOptions(), as_the_report_reads)
+
+    def _embed(
+        self,
+        files: list[Path],
+        encoder: Encoder | None = None,
+        thumbnails: ThumbnailWriter | None = None,
+    ) -> Embedded:
         """Embed ``files`` with the backend and the fitted encoder, or with ``encoder``
-        (then always in this process: a Ray worker could not build it from a name)."""
+        (then always in this process: a Ray worker could not build it from a name);
+        ``thumbnails`` writes the report's thumbnails on the way."""
         backend = LocalBackend() if self.backend is None or encoder is not None else self.backend
         if not hasattr(backend, "embed"):
             raise ValueError(
@@ -246,6 +273,7 @@ class Sorter(BaseEstimator):
                 batch_size=self.batch_size,
                 progress=self.progress,
                 views=self.views,
+                thumbnails=thumbnails,
             )
         finally:
             if opened:
@@ -319,6 +347,14 @@ def cache_folder(cache: CacheSpec) -> Path | None:
     if cache is False or cache is True:
         return None
     return default_cache_dir() if cache is None else Path(cache)
+
+
+def shared_thumbs(cache: CacheSpec) -> Path | None:
+    """``thumbs/`` beside the embedding cache a :data:`~medsort.embed.cache.CacheSpec`
+    names (``None`` without a cache folder): the report's thumbnails, shared by every
+    output folder."""
+    folder = cache_folder(cache)
+    return None if folder is None else folder / THUMB_DIR
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:
