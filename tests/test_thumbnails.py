@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import shared_set
 from PIL import Image
 from pydicom.data import get_testdata_file
 
@@ -22,7 +23,6 @@ from medsort.pipeline import sort_folder
 from medsort.report import thumbnails
 from medsort.report.thumbnails import ThumbnailStore
 from medsort.sorter import Sorter
-from tests.conftest import shared_set
 
 
 def mixed_folder(root: Path) -> tuple[Path, str]:

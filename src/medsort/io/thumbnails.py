@@ -58,7 +58,7 @@ def jpeg_bytes(image: Image.Image, size: int) -> bytes:
     """``image`` reduced to at most ``size`` pixels a side (never enlarged), as a JPEG."""
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
+    (image if image.mode in ("L", "RGB") else image.convert("RGB")).save(
         buffer, format="JPEG", quality=JPEG_QUALITY
     )
     return buffer.getvalue()
