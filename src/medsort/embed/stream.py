@@ -214,6 +214,8 @@ def embed_pending(
     todo: queue.Queue[int] = queue.Queue()
     for index in pending:
         todo.put(index)
+    if thumbnails is not None and not thumbnails.prepare():
+        thumbnails = None
     in_workers = worker_batch(encoder)
     if in_workers:
         n_readers = max(n_readers, inference_threads())

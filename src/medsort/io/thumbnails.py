@@ -67,24 +67,39 @@ def jpeg_bytes(image: Image.Image, size: int) -> bytes:
 def write_jpeg(image: Image.Image, size: int, target: Path) -> None:
     """Write :func:`jpeg_bytes` to ``target`` atomically (a partial name of this process
     and thread, so two runs or threads writing the same thumbnail never mix)."""
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    partial = _partial(target)
     try:
         partial.write_bytes(jpeg_bytes(image, size))
         os.replace(partial, target)
-    finally:
+    except BaseException:
         partial.unlink(missing_ok=True)
+        raise
 
 
 def place(source: Path, target: Path) -> None:
     """``target`` becomes ``source``'s content: a hard link where possible, else a copy,
-    replacing atomically (thumbnails are never modified in place, so a link is safe)."""
-    partial = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
+    replacing atomically (thumbnails are never modified in place, so a link is safe).
+
+    A new name is linked directly (a link appears whole, one system call); an existing
+    one is replaced through a partial file."""
+    try:
+        os.link(source, target)
+        return
+    except OSError:
+        pass
+    partial = _partial(target)
     partial.unlink(missing_ok=True)
     try:
         os.link(source, partial)
     except OSError:
         shutil.copyfile(source, partial)
     os.replace(partial, target)
+
+
+def _partial(target: Path) -> Path:
+    """A partial file's name of this process and thread: two runs or threads writing the
+    same thumbnail never share one."""
+    return target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.part")
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,14 @@ class ThumbnailWriter:
     size: int = PREVIEW_SIZE
     max_items: int = 16
 
+    def prepare(self) -> bool:
+        """Create :attr:`folder`; whether thumbnails can be written there."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return True
+
     def stamp(self, path: Path) -> str:
         """:func:`file_stamp` of ``path``, taken before it is decoded (a file changed in
         between then gets a thumbnail under its old stamp, which no report asks for)."""
@@ -128,10 +151,8 @@ class ThumbnailWriter:
             return
         target = self.folder / name
         try:
-            if target.is_file():
-                return
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_jpeg(Image.fromarray(image.pixels), self.size, target)
+            if not target.is_file():
+                write_jpeg(Image.fromarray(image.pixels), self.size, target)
         except OSError:  # a read-only or full cache costs only the report's time
             pass
 
