@@ -74,7 +74,8 @@ def test_a_cold_sorts_report_reads_only_what_the_read_pass_could_not_thumbnail(
     monkeypatch.setattr(thumbnails, "iter_images", recording)
     out = tmp_path / "out"
     sorter = Sorter(cache=tmp_path / "cache", progress=False, thumbnails=True)
-    sort_folder(images, out, sorter, audit=False)
+    monkeypatch.chdir(tmp_path)  # a relative input folder, as typed on the command line
+    sort_folder(Path(images.name), out, sorter, audit=False)
     assert read_again == [drafted]  # the JPEG decoded at 1/2 for the model, full size here
     rows = pd.read_csv(out / "assignments.csv", keep_default_na=False)[["path", "item"]]
     made = {path.name: path.read_bytes() for path in (out / "thumbs").glob("*.jpg")}

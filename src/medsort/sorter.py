@@ -273,7 +273,8 @@ class Sorter(BaseEstimator):
                 batch_size=self.batch_size,
                 progress=self.progress,
                 views=self.views,
-                thumbnails=thumbnails,
+                # Only when asked: a backend of the older call takes no ``thumbnails``.
+                **({} if thumbnails is None else {"thumbnails": thumbnails}),
             )
         finally:
             if opened:
