@@ -20,7 +20,8 @@ aside).
 Last, ``--per-image`` images (this checkout, one thread) give the CPU ms per image of each
 step of the read pass: hash, decode, resize, appearance, views, signatures, inference (as
 the main thread ran it before, batches of 32 on every core, and as each decoding thread
-runs it now, 2 images a call on one core).
+runs it now, 2 images a call on one core) and the report's thumbnail, made by reading the
+file again or from the read pass's pixels.
 """
 
 from __future__ import annotations
@@ -94,11 +95,14 @@ def same_outputs(a: Path, b: Path) -> str:
 def per_image(folder: Path, count: int) -> dict[str, float]:
     """CPU ms per image of each step of the read pass, one thread, this checkout."""
     sys.path.insert(0, str(REPO / "src"))
+    from PIL import Image
+
     from medsort.embed.cache import content_hash
     from medsort.embed.registry import create_encoder
     from medsort.embed.views import compute_views
     from medsort.io import ReadOptions, appearance, scan_folder, signatures
     from medsort.io.readers import read_file
+    from medsort.io.thumbnails import PREVIEW_SIZE, jpeg_bytes
     from medsort.preprocess import to_model_input, to_tensor_batch
 
     def cpu_ms(function) -> float:  # noqa: ANN001
@@ -120,6 +124,14 @@ def per_image(folder: Path, count: int) -> dict[str, float]:
     row["appearance"] = cpu_ms(lambda: [appearance.appearance(i) for i in images])
     row["views"] = cpu_ms(lambda: [compute_views(i.rgb()) for i in images])
     row["signatures"] = cpu_ms(lambda: [signatures.signature(i.pixels) for i in images])
+    # The report's 256-px JPEG (file writes aside, the same in both): read again, as the
+    # report does without a read pass, or from the pixels the read pass holds.
+    row["thumbnail (read again)"] = cpu_ms(
+        lambda: [jpeg_bytes(Image.fromarray(read_file(f)[0].pixels), PREVIEW_SIZE) for f in files]
+    )
+    row["thumbnail (read pass)"] = cpu_ms(
+        lambda: [jpeg_bytes(Image.fromarray(i.pixels), PREVIEW_SIZE) for i in images]
+    )
     for size, embed, name in [
         (32, encoder.embed, "inference (batch 32, all threads: before)"),
         (encoder.worker_batch, encoder.embed_one_core, "inference (worker: 2 a call, 1 core)"),

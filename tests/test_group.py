@@ -110,3 +110,24 @@ def test_real_mixed_folder() -> None:
     score = score_grouping(labels, g.labels_)
     # collapse to modality only would give ACC 0.4 and NMI ~0.6
     assert score["acc"] >= 0.7 and score["nmi"] >= 0.65, score
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "dtype", "sample_size"),
+    [(600, 4, np.float32, None), (400, 9, np.float64, None), (900, 3, np.float32, 500)],
+)
+def test_silhouette_equals_scikit_learns_to_the_last_bit(
+    n: int, k: int, dtype: type, sample_size: int | None
+) -> None:
+    from sklearn.metrics import silhouette_score as reference
+
+    from medsort.group.cluster import SILHOUETTE_BLOCK, silhouette_score
+
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 5)).astype(dtype)
+    X[: n // 3] += 1.5  # some structure, and groups of unequal sizes
+    labels = rng.integers(0, k, n) * 7 + 3  # codes that are not 0..k-1
+    labels[:2] = [-1, -1]  # a tiny group
+    assert n > SILHOUETTE_BLOCK  # several blocks per chunk
+    expected = reference(X, labels, sample_size=sample_size, random_state=0)
+    assert silhouette_score(X, labels, sample_size=sample_size, random_state=0) == expected

@@ -339,6 +339,7 @@ def sorter_from_args(args: argparse.Namespace):  # noqa: ANN201 - imports stay l
         views=not args.no_views,
         progress=not args.quiet,
         encoder_for=args.encoder_for,
+        thumbnails=True,
     )
 
 
@@ -377,7 +378,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from medsort.pipeline import sort_folder
     from medsort.sorter import Sorter
 
-    sort_folder(demo_folder(), args.out, Sorter(progress=not args.quiet))
+    sort_folder(demo_folder(), args.out, Sorter(progress=not args.quiet, thumbnails=True))
     if not args.quiet:
         scores = evaluate(args.out, demo_labels())
         print(

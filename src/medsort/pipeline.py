@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 from medsort.audit import load_audit
-from medsort.embed.cache import CacheSpec
 from medsort.io.outputs import write_csv
 from medsort.memo import Memo
 from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
-from medsort.sorter import NoReadableImageError, Sorter, cache_folder
+from medsort.sorter import NoReadableImageError, Sorter, cache_folder, shared_thumbs
 
 
 def sort_folder(
@@ -31,7 +30,8 @@ def sort_folder(
     """Sort ``input_dir`` with ``sorter`` and write every output into ``out_dir``; returns
     ``out_dir``.
 
-    ``sorter`` (an unfitted :class:`~medsort.sorter.Sorter`, default ``Sorter()``) holds
+    ``sorter`` (an unfitted :class:`~medsort.sorter.Sorter`, default
+    ``Sorter(thumbnails=True)``) holds
     every read, embed and group choice (encoder, grouper, backend, cache, views, device,
     ``progress``: also this function's messages and summary); it is fitted here. The rest
     is what happens after grouping: groups are named from ``reference`` images, or from
@@ -51,7 +51,7 @@ def sort_folder(
     interrupted) and sorts with it.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
-    sorter = Sorter() if sorter is None else sorter
+    sorter = Sorter(thumbnails=True) if sorter is None else sorter
     check_folders(input_dir, out_dir)
     exclude = out_dir if out_dir.resolve().is_relative_to(input_dir.resolve()) else None
     if adapt:
@@ -154,14 +154,6 @@ def _after_grouping(
     if not quiet:
         findings = (load_audit(out_dir) or {}).get("findings", []) if audit else []
         print(summary(result, out_dir, findings))
-
-
-def shared_thumbs(cache: CacheSpec) -> Path | None:
-    """``thumbs/`` beside the embedding cache a :data:`~medsort.embed.cache.CacheSpec`
-    names (``None`` without a cache folder): the report's thumbnails, shared by every
-    output folder."""
-    folder = cache_folder(cache)
-    return None if folder is None else folder / "thumbs"
 
 
 def _say(message: str) -> None:

@@ -32,6 +32,7 @@ from medsort.group.memoised import fit_memoised
 from medsort.io.outputs import escape_text
 from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
+from medsort.io.thumbnails import THUMB_DIR, ThumbnailWriter
 from medsort.memo import Memo
 from medsort.modality_encoders import PerModalityGrouper, parse_encoder_for
 from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
@@ -101,6 +102,12 @@ class Sorter(BaseEstimator):
         images, ``"auto"`` forms the groups in the reference features altogether (the
         adapted vectors stay the embeddings ``medsort label`` learns from). Only the
         grey case uses it with a given ``n_clusters``.
+    thumbnails : bool
+        Let the decoding threads also write the report's thumbnails into ``thumbs/``
+        beside the cache (:func:`shared_thumbs`), from the pixels they decoded anyway, so
+        the report reads no image again. :func:`~medsort.pipeline.sort_folder`'s default
+        sorter and ``medsort sort`` turn it on; no effect without a cache folder or with
+        the Ray backend.
 
     Attributes
     ----------
@@ -136,6 +143,7 @@ class Sorter(BaseEstimator):
         progress: bool = True,
         encoder_for: dict[str, str] | str | None = None,
         reference_encoder: str | None = "auto",
+        thumbnails: bool = False,
     ) -> None:
         self.encoder = encoder
         self.grouper = grouper
@@ -150,6 +158,7 @@ class Sorter(BaseEstimator):
         self.progress = progress
         self.encoder_for = encoder_for
         self.reference_encoder = reference_encoder
+        self.thumbnails = thumbnails
 
     def fit(self, input_dir: Path | str, exclude: Path | None = None) -> Sorter:
         """Read, embed and group every image under ``input_dir``.
@@ -163,7 +172,7 @@ class Sorter(BaseEstimator):
         parse_encoder_for(self.encoder_for)  # a bad mapping fails before any embedding
         self.encoder_ = self._make_encoder()
         grouper = TwoLevelGrouper() if self.grouper is None else clone(self.grouper)
-        embedded = self._embed(files)
+        embedded = self._embed(files, thumbnails=self._thumbnail_writer(input_dir))
         if self.drop_duplicates:
             embedded = without_duplicates(embedded, input_dir)
         self.timings_["read+embed"] = time.perf_counter() - started
@@ -297,9 +306,27 @@ class Sorter(BaseEstimator):
         """Embed ``files`` with another ``encoder``, locally, through the same cache."""
         return self._embed(files, encoder)
 
-    def _embed(self, files: list[Path], encoder: Encoder | None = None) -> Embedded:
+    def _thumbnail_writer(self, input_dir: Path) -> ThumbnailWriter | None:
+        """What writes the report's thumbnails in the read pass (``None``: the report)."""
+        folder = shared_thumbs(self.cache)
+        if not self.thumbnails or folder is None:
+            return None
+        root = input_dir.resolve()
+
+        def as_the_report_reads(path: Path) -> Path:  # run.json's input_dir / path
+            return root / path.relative_to(input_dir)
+
+        return ThumbnailWriter(folder, self.read_options or ReadOptions(), as_the_report_reads)
+
+    def _embed(
+        self,
+        files: list[Path],
+        encoder: Encoder | None = None,
+        thumbnails: ThumbnailWriter | None = None,
+    ) -> Embedded:
         """Embed ``files`` with the backend and the fitted encoder, or with ``encoder``
-        (then always in this process: a Ray worker could not build it from a name)."""
+        (then always in this process: a Ray worker could not build it from a name);
+        ``thumbnails`` writes the report's thumbnails on the way."""
         backend = LocalBackend() if self.backend is None or encoder is not None else self.backend
         if not hasattr(backend, "embed"):
             raise ValueError(
@@ -319,6 +346,8 @@ class Sorter(BaseEstimator):
                 batch_size=self.batch_size,
                 progress=self.progress,
                 views=self.views,
+                # Only when asked: a backend of the older call takes no ``thumbnails``.
+                **({} if thumbnails is None else {"thumbnails": thumbnails}),
             )
         finally:
             if opened:
@@ -409,6 +438,14 @@ def row_keys(embedded: Embedded) -> list[tuple[str, str]]:
 def embedded_name(encoder: str | Encoder) -> str:
     """A spec as given, or an encoder object's name."""
     return encoder if isinstance(encoder, str) else encoder.name
+
+
+def shared_thumbs(cache: CacheSpec) -> Path | None:
+    """``thumbs/`` beside the embedding cache a :data:`~medsort.embed.cache.CacheSpec`
+    names (``None`` without a cache folder): the report's thumbnails, shared by every
+    output folder."""
+    folder = cache_folder(cache)
+    return None if folder is None else folder / THUMB_DIR
 
 
 def _text_safe(meta: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from medsort.embed.cache import EmbeddingCache
 from medsort.embed.registry import Encoder
 from medsort.embed.stream import Embedded, embed_files
 from medsort.io.readers import ReadOptions
+from medsort.io.thumbnails import ThumbnailWriter
 
 
 class LocalBackend(BaseEstimator):
@@ -31,8 +32,10 @@ class LocalBackend(BaseEstimator):
         batch_size: int = 32,
         progress: bool = True,
         views: bool = True,
+        thumbnails: ThumbnailWriter | None = None,
     ) -> Embedded:
-        """Embed ``files`` with ``encoder`` (``encoder_spec`` is what it was built from)."""
+        """Embed ``files`` with ``encoder`` (``encoder_spec`` is what it was built from);
+        the decoding threads write ``thumbnails`` too."""
         del encoder_spec
         return embed_files(
             files,
@@ -42,6 +45,7 @@ class LocalBackend(BaseEstimator):
             batch_size=batch_size,
             progress=progress,
             views=views,
+            thumbnails=thumbnails,
         )
 
 
@@ -71,12 +75,14 @@ class RayBackend(BaseEstimator):
         batch_size: int = 32,
         progress: bool = True,
         views: bool = True,
+        thumbnails: ThumbnailWriter | None = None,
     ) -> Embedded:
         """Embed ``files`` on the actors, each building the encoder from ``encoder_spec``
-        (a registered name); results are staged next to the cache (``ray-shards/``)."""
+        (a registered name); results are staged next to the cache (``ray-shards/``).
+        ``thumbnails`` are left to the report (the actors may run on other machines)."""
         from medsort.embed.ray_backend import embed_files_ray
 
-        del views  # the actors always compute the views, as before
+        del views, thumbnails  # the actors always compute the views, as before
         if not isinstance(encoder_spec, str):
             raise ValueError(
                 "The Ray backend needs the encoder as a registered name, e.g. "

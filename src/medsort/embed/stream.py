@@ -8,7 +8,9 @@ A bounded queue keeps memory flat however many images (or slide tiles) there are
 JPEGs are decoded at the smallest DCT scale that keeps twice the encoder's input size.
 The decoding threads also measure each item's appearance attributes, hand-crafted views
 and the audit's pixel signatures (:mod:`medsort.io.signatures`), all cached with the
-embedding, so neither a cached re-run nor its audit decodes an image again.
+embedding, so neither a cached re-run nor its audit decodes an image again; given a
+:class:`~medsort.io.thumbnails.ThumbnailWriter`, they also write the report's thumbnails,
+so the report of a cold run decodes none either.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from medsort.embed.runtime import inference_threads, tune_cpu_runtime
 from medsort.embed.views import compute_views, views_token
 from medsort.io import appearance, signatures
 from medsort.io.readers import ReadError, ReadOptions, iter_images
+from medsort.io.thumbnails import ThumbnailWriter
 from medsort.preprocess import to_model_input, to_tensor_batch
 
 
@@ -97,6 +100,7 @@ def embed_files(
     n_readers: int = 2,
     progress: bool = True,
     views: bool = True,
+    thumbnails: ThumbnailWriter | None = None,
 ) -> Embedded:
     """Embed every readable file; unreadable ones are returned in ``skipped`` with a reason.
 
@@ -118,6 +122,8 @@ def embed_files(
         Show progress bars.
     views : bool
         Also compute the hand-crafted views of :mod:`medsort.embed.views` (``Embedded.views``).
+    thumbnails : ThumbnailWriter, optional
+        Also write the report's thumbnails of the files embedded now.
     """
     options = decode_options(options, encoder)
     token = cache_token(options, views)
@@ -143,8 +149,9 @@ def embed_files(
     if pending:
         tune_cpu_runtime()
         embed_pending(
-            files, pending, encoder, cache, options, batch_size, n_readers, progress, views
-        )
+            files, pending, encoder, cache, options, batch_size, n_readers, progress, views,
+            thumbnails,
+        )  # fmt: skip
     for index, entry in pending.items():
         if entry.error is not None:
             skipped[index] = entry.error
@@ -195,16 +202,20 @@ def embed_pending(
     n_readers: int,
     progress: bool,
     views: bool = True,
+    thumbnails: ThumbnailWriter | None = None,
 ) -> None:
     """Embed the ``pending`` files (index into ``files`` -> entry) and store each in ``cache``.
 
     Used by the local backend and by each Ray encoder actor: ``n_readers`` threads decode
-    ahead of the model, which runs in batches of ``batch_size``.
+    ahead of the model, which runs in batches of ``batch_size``; with ``thumbnails`` they
+    also write the report's thumbnails.
     """
     outbox: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=4 * batch_size)
     todo: queue.Queue[int] = queue.Queue()
     for index in pending:
         todo.put(index)
+    if thumbnails is not None and not thumbnails.prepare():
+        thumbnails = None
     in_workers = worker_batch(encoder)
     if in_workers:
         n_readers = max(n_readers, inference_threads())
@@ -214,7 +225,7 @@ def embed_pending(
     workers = [
         threading.Thread(
             target=_read_worker,
-            args=(files, todo, outbox, encoder, options, views, in_workers),
+            args=(files, todo, outbox, encoder, options, views, in_workers, thumbnails),
             daemon=True,
         )
         for _ in range(max(1, n_readers))
@@ -277,9 +288,10 @@ def _read_worker(
     options: ReadOptions,
     views: bool,
     in_workers: int = 0,
+    thumbnails: ThumbnailWriter | None = None,
 ) -> None:
     """Decode and measure the files taken from ``todo``; with ``in_workers``, also embed
-    them, that many images per model call."""
+    them, that many images per model call; with ``thumbnails``, write their thumbnails."""
     inputs: list[tuple[int, np.ndarray]] = []
     while True:
         try:
@@ -292,8 +304,11 @@ def _read_worker(
             outbox.put(("worker-done", -1, None))
             return
         count = 0
+        stamp = "" if thumbnails is None else thumbnails.stamp(files[index])
         try:
             for image in iter_images(files[index], options):
+                if thumbnails is not None and stamp and count < thumbnails.max_items:
+                    thumbnails.write(files[index], stamp, image, options)
                 rgb = image.rgb()
                 model_input = to_model_input(rgb, encoder.config)
                 meta = {**image.meta, **appearance.appearance(image)}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
-from sklearn.preprocessing import normalize
+from sklearn.metrics import pairwise_distances_chunked
+from sklearn.preprocessing import LabelEncoder, normalize
+from sklearn.utils import check_random_state, check_X_y
 from threadpoolctl import threadpool_limits
 
 from medsort.group.reduce import SpectralEmbedding, row_chunks
@@ -47,7 +48,64 @@ def silhouette(V: np.ndarray, labels: np.ndarray, sample_size: int, random_state
     if len(np.unique(labels)) < 2:
         return -1.0
     size = None if len(V) <= sample_size else sample_size
-    return float(silhouette_score(V, labels, sample_size=size, random_state=random_state))
+    return silhouette_score(V, labels, sample_size=size, random_state=random_state)
+
+
+def silhouette_score(
+    X: np.ndarray, labels: np.ndarray, sample_size: int | None = None, random_state: int = 0
+) -> float:
+    """scikit-learn's euclidean ``silhouette_score``, the same value to the last bit.
+
+    scikit-learn sums each row's distances per group with one ``bincount`` per row, a
+    Python loop that took half of the silhouette's time (a third of a second of a cold
+    1200-image sort with its audit's reruns); here one ``bincount`` per block of rows
+    adds the same numbers in the same order.
+    """
+    if sample_size is not None:
+        X, labels = check_X_y(X, labels)
+        indices = check_random_state(random_state).permutation(X.shape[0])[:sample_size]
+        X, labels = X[indices], labels[indices]
+    codes = LabelEncoder().fit_transform(labels)
+    freqs = np.bincount(codes)
+    if not 1 < len(freqs) < len(codes):
+        raise ValueError(f"The silhouette needs 2 to n - 1 groups, not {len(freqs)}.")
+    parts = list(
+        pairwise_distances_chunked(
+            X,
+            reduce_func=lambda D, start: _silhouette_reduce(D, start, codes, freqs),
+            metric="euclidean",
+        )
+    )
+    intra = np.concatenate([a for a, _ in parts])
+    inter = np.concatenate([b for _, b in parts])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intra /= (freqs - 1).take(codes, mode="clip")
+        samples = inter - intra
+        samples /= np.maximum(intra, inter)
+    return float(np.mean(np.nan_to_num(samples)))
+
+
+SILHOUETTE_BLOCK = 256
+"""Rows summed per ``bincount``: its index array stays a few MB."""
+
+
+def _silhouette_reduce(
+    D: np.ndarray, start: int, codes: np.ndarray, freqs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean intra-group distance sums and nearest other group's mean distance of the rows
+    ``start..`` whose distances to every row are ``D`` (scikit-learn's reduction)."""
+    n, k = D.shape[0], len(freqs)
+    sums = np.empty((n, k), dtype=D.dtype)
+    for top in range(0, n, SILHOUETTE_BLOCK):
+        block = D[top : top + SILHOUETTE_BLOCK]
+        bins = (np.arange(len(block))[:, None] * k + codes[None, :]).ravel()
+        totals = np.bincount(bins, weights=block.ravel(), minlength=len(block) * k)
+        sums[top : top + len(block)] = totals.reshape(len(block), k)
+    own = (np.arange(n), codes[start : start + n])
+    intra = sums[own]
+    sums[own] = np.inf
+    sums /= freqs
+    return intra, sums.min(axis=1)
 
 
 class SpectralAutoK(ClusterMixin, BaseEstimator):

@@ -30,12 +30,16 @@ class MedImage:
     meta : dict
         Non-identifying attributes (format, size, bit depth, modality, manufacturer, ...)
         kept for auditing. Never patient identifiers.
+    drafted : bool
+        Decoded at a reduced JPEG scale (``ReadOptions.draft_size``): not the pixels a
+        full-size read gives.
     """
 
     pixels: np.ndarray
     path: Path
     item: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    drafted: bool = False
 
     @property
     def is_gray(self) -> bool:

@@ -182,7 +182,8 @@ class RasterReader:
             "bit_depth": _bit_depth(image),
             "compression": str(image.info.get("compression", "")),
         }
-        yield MedImage(pixels=_display_pixels(_reduced(image)), path=path, meta=meta)
+        pixels = _display_pixels(_reduced(image))
+        yield MedImage(pixels=pixels, path=path, meta=meta, drafted=image.size != size)
 
 
 def open_within_budget(path: Path, budget: Budget) -> Image.Image:

@@ -7,7 +7,9 @@ and the read options: rebuilding the report after ``label`` or ``audit`` reads n
 file again, and a changed file or option gets a new thumbnail. With a ``shared`` folder
 (``thumbs/`` of the embedding cache, as ``medsort sort`` passes it), thumbnails made for
 one output folder are hard-linked (or copied) into the next: a cached re-run into a new
-folder decodes no image for its report either. While a store is
+folder decodes no image for its report either, nor does the first report of a cold
+``medsort sort``, whose read pass wrote them there from the pixels it decoded
+(:class:`medsort.io.thumbnails.ThumbnailWriter`). While a store is
 :meth:`~ThumbnailStore.active`, :func:`thumbnails_of` and :func:`thumbnail_uri` answer
 from it too, so every report section shares the cached files.
 """
@@ -15,12 +17,9 @@ from it too, so every report section shares the cached files.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
-import io
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,11 +30,17 @@ import pandas as pd
 from PIL import Image
 
 from medsort.io.readers import ReadError, ReadOptions, iter_images
+from medsort.io.thumbnails import (
+    PREVIEW_SIZE,
+    THUMB_DIR,
+    THUMB_SIZE,
+    file_stamp,
+    jpeg_bytes,
+    place,
+    thumbnail_name,
+    write_jpeg,
+)
 
-THUMB_SIZE = 112
-PREVIEW_SIZE = 256
-"""Side of the cached thumbnails: sharp in the grid, and the large view's image."""
-THUMB_DIR = "thumbs"
 THREADS = 2
 """Files read and written at once when thumbnails are made."""
 INDEX = "index.json"
@@ -175,20 +180,14 @@ class ThumbnailStore:
 
     def _name(self, source: Path, item: str) -> str:
         """The thumbnail's file name, ``""`` when the source file is not there."""
-        try:
-            stat = source.stat()
-        except OSError:
-            return ""
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
-        token = f"{source}\0{item}\0{stamp}\0{self._options_token}\0{self.size}"
-        return hashlib.sha1(token.encode("utf-8", "surrogateescape")).hexdigest()[:20] + ".jpg"
+        return thumbnail_name(source, item, file_stamp(source), self._options_token, self.size)
 
     def _take_shared(self, name: str) -> bool:
         """Link (or copy) thumbnail ``name`` from the shared folder; whether it was there."""
         if self.shared is None or not (self.shared / name).is_file():
             return False
         try:
-            _place(self.shared / name, self.folder / name)
+            place(self.shared / name, self.folder / name)
         except OSError:
             return False
         self.n_shared_ += 1
@@ -199,7 +198,7 @@ class ThumbnailStore:
             return
         try:
             self.shared.mkdir(parents=True, exist_ok=True)
-            _place(self.folder / name, self.shared / name)
+            place(self.folder / name, self.shared / name)
         except OSError:  # a read-only or full cache costs only the next report's time
             pass
 
@@ -229,7 +228,7 @@ class ThumbnailStore:
         def make_file(path: str, items: set[str]) -> int:
             found = 0
             for item, image in _read_items(source_path(path), items, self.options):
-                _write_jpeg(image, self.size, self.folder / names[(path, item)])
+                write_jpeg(image, self.size, self.folder / names[(path, item)])
                 self._give_shared(names[(path, item)])
                 found += 1
             return found
@@ -290,32 +289,5 @@ def _read_items(
         return
 
 
-def _jpeg_bytes(image: Image.Image, size: int) -> bytes:
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
-        buffer, format="JPEG", quality=85
-    )
-    return buffer.getvalue()
-
-
 def _data_uri(image: Image.Image, size: int) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(_jpeg_bytes(image, size)).decode("ascii")
-
-
-def _place(source: Path, target: Path) -> None:
-    """``target`` becomes ``source``'s content: a hard link where possible, else a copy,
-    replacing atomically (thumbnails are never modified in place, so a link is safe)."""
-    partial = target.with_name(target.name + f".{os.getpid()}.part")
-    partial.unlink(missing_ok=True)
-    try:
-        os.link(source, partial)
-    except OSError:
-        shutil.copyfile(source, partial)
-    os.replace(partial, target)
-
-
-def _write_jpeg(image: Image.Image, size: int, target: Path) -> None:
-    partial = target.with_suffix(".part")
-    partial.write_bytes(_jpeg_bytes(image, size))
-    os.replace(partial, target)
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(image, size)).decode("ascii")
