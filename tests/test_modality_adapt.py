@@ -121,3 +121,27 @@ def test_grey_group_adapted_keeps_the_imagenet_groups(sorted_mixed: tuple, tmp_p
     assert run["encoder_for"][str(xray_group)]["grouped_on"] == "efficientnet_lite0"
     assert run["views_per_modality_group"][xray_group]["encoder"] == "efficientnet_lite0"
     assert adjusted_rand_score(default["group"], table["group"]) == 1.0
+
+
+@pytest.mark.slow  # 15 epochs: sort --adapt takes no --epochs
+def test_sort_adapt_adapts_each_colour_modality_group_on_its_files(
+    sorted_mixed: tuple, tmp_path: Path
+) -> None:
+    input_dir, out, stain_group, xray_group = sorted_mixed
+    default = pd.read_csv(out / "assignments.csv", keep_default_na=False)
+    per = tmp_path / "per"
+    table = _sort(input_dir, per, "--adapt")
+    config = json.loads((per / "adapted" / str(stain_group) / "adapted.json").read_text())
+    assert config["trained_on"]["modality_group"]["index"] == stain_group
+    assert config["trained_on"]["n_files"] == 24 and config["trained_on"]["n_grey"] == 0
+    assert not (per / "adapted" / str(xray_group)).exists()  # grey: would keep its groups
+    assert not (per / "adapted" / "adapted.json").exists()
+    run = json.loads((per / "run.json").read_text())
+    assert run["encoder"] == "efficientnet_lite0"
+    assert list(run["encoder_for"]) == [str(stain_group)]
+    assert (
+        run["encoder_for"][str(stain_group)]["spec"]
+        == f"adapted:{per / 'adapted' / str(stain_group)}"
+    )
+    xray = table["modality_group"] == xray_group
+    assert adjusted_rand_score(default["group"][xray], table["group"][xray]) == 1.0

@@ -11,6 +11,7 @@ accepts: the group's index in the report, or its name from the files' metadata.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,9 @@ def modality_group_files(
             f"{sort_dir} is the sort of {result.input_dir}, not of {input_dir}: "
             f"run `medsort sort {input_dir} --out SORT_OUT` and give that folder to --from."
         )
-    groups = result.assignments["modality_group"].to_numpy(dtype=np.int64)
-    names = names_from_meta(_metadata(result), groups)
+    groups = {group.index: group for group in modality_groups(result, sort_dir)}
     key = str(key).strip().lower()
-    chosen, notes = match_keys({key: "adapted"}, names)
+    chosen, notes = match_keys({key: "adapted"}, {g: group.name for g, group in groups.items()})
     if not chosen:
         note = notes[0].replace(f"--encoder-for {key}=adapted", f"--modality-group {key}", 1)
         raise ValueError(f"{note} (sort {sort_dir})")
@@ -86,9 +86,25 @@ def modality_group_files(
             "give one group's index."
         )
     (index,) = chosen
-    paths = result.assignments["path"][groups == index]
-    files = [result.source_path(path) for path in dict.fromkeys(paths)]
-    return ModalityGroupFiles(key, index, names[index], files, sort_dir)
+    return dataclasses.replace(groups[index], key=key)
+
+
+def modality_groups(result: SortResult, sort_dir: Path) -> list[ModalityGroupFiles]:
+    """Every modality group of a sort (``result``, saved or to be saved in ``sort_dir``)
+    with its files, keyed by index."""
+    labels = result.assignments["modality_group"].to_numpy(dtype=np.int64)
+    names = names_from_meta(_metadata(result), labels)
+    paths = result.assignments["path"].to_numpy()
+    return [
+        ModalityGroupFiles(
+            key=str(index),
+            index=index,
+            name=name,
+            files=[result.source_path(path) for path in dict.fromkeys(paths[labels == index])],
+            sort_dir=sort_dir,
+        )
+        for index, name in names.items()
+    ]
 
 
 def _metadata(result: SortResult) -> list[dict[str, Any]]:

@@ -85,8 +85,8 @@ class Adapter:
         Per epoch (0 = ImageNet weights): training loss, held-out criterion, seconds.
     best_epoch_ : int
         The epoch exported (0 when adaptation never beat the ImageNet weights).
-    model_dir_ : Path
-        Where the encoder was saved.
+    model_dir_ : Path or None
+        Where the encoder was saved (None: not adapted, see ``unless_grey``).
     model_ : torch.nn.Module or None
         The adapted EfficientNet-Lite0 in torch (best epoch; None when ``fit`` kept an
         encoder already saved).
@@ -132,6 +132,7 @@ class Adapter:
         exclude: Path | None = None,
         files: list[Path] | None = None,
         source: dict[str, Any] | None = None,
+        unless_grey: bool = False,
     ) -> Adapter:
         """Adapt on ``input_dir`` (never modified) and save the encoder into ``model_dir``.
 
@@ -142,7 +143,9 @@ class Adapter:
         is a folder under ``input_dir`` not to read (an output folder), and ``model_dir``
         is never read as input either. ``files`` restricts the adaptation to those files
         of ``input_dir`` (one modality group of a sort); ``source`` says where they came
-        from (``trained_on.modality_group`` in ``adapted.json``).
+        from (``trained_on.modality_group`` in ``adapted.json``). With ``unless_grey``,
+        mostly grey images are not adapted on (``model_dir_`` is None): an encoder adapted
+        on them would group as the ImageNet one (see :mod:`medsort.modality_encoders`).
         """
         started = time.process_time()
         input_dir, model_dir = Path(input_dir), Path(model_dir)
@@ -152,6 +155,10 @@ class Adapter:
             input_dir, config, self.max_images, self.seed, read_options, quiet=self.quiet,
             exclude=[model_dir, *([exclude] if exclude is not None else [])], files=files,
         )  # fmt: skip
+        if unless_grey and 2 * int(data.grey.sum()) > len(data.paths):
+            self._say(f"{len(data.paths)} mostly grey images: not adapted (ImageNet groups kept).")
+            self.history_, self.best_epoch_, self.model_dir_, self.model_ = [], 0, None, None
+            return self
         done = self._finished(model_dir, data)
         if done is not None:
             self._say(f"{model_dir} already holds this folder's adapted encoder: kept.")
