@@ -28,6 +28,14 @@ def _sort(input_dir: Path, out: Path, *extra: str) -> pd.DataFrame:
     return pd.read_csv(out / "assignments.csv", keep_default_na=False)
 
 
+def _adapt(input_dir: Path, model: Path, group: int, sort_out: Path) -> tuple[Path, dict]:
+    """``medsort adapt --modality-group GROUP --from SORT_OUT``; its ``trained_on``."""
+    argv = ["adapt", str(input_dir), "--out", str(model), "--modality-group", str(group),
+            "--from", str(sort_out), *QUICK]  # fmt: skip
+    assert main(argv) == 0
+    return model, json.loads((model / "adapted.json").read_text())["trained_on"]
+
+
 @pytest.fixture(scope="module")
 def sorted_mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int]:
     """The mixed folder, its default sort, and the modality groups of stains and X-rays."""
@@ -83,11 +91,7 @@ def test_colour_group_adapted_and_regrouped_with_k_from_imagenet(
     sorted_mixed: tuple, tmp_path: Path
 ) -> None:
     input_dir, out, stain_group, xray_group = sorted_mixed
-    model = tmp_path / "model"
-    argv = ["adapt", str(input_dir), "--out", str(model), "--modality-group",
-            str(stain_group), "--from", str(out), *QUICK]  # fmt: skip
-    assert main(argv) == 0
-    trained_on = json.loads((model / "adapted.json").read_text())["trained_on"]
+    model, trained_on = _adapt(input_dir, tmp_path / "model", stain_group, out)
     assert trained_on["n_files"] == 24 and trained_on["n_grey"] == 0
     assert trained_on["modality_group"] == {
         "key": str(stain_group), "index": stain_group, "name": None, "n_files": 24,
@@ -109,11 +113,7 @@ def test_colour_group_adapted_and_regrouped_with_k_from_imagenet(
 
 def test_grey_group_adapted_keeps_the_imagenet_groups(sorted_mixed: tuple, tmp_path: Path) -> None:
     input_dir, out, _, xray_group = sorted_mixed
-    model = tmp_path / "model"
-    argv = ["adapt", str(input_dir), "--out", str(model), "--modality-group",
-            str(xray_group), "--from", str(out), *QUICK]  # fmt: skip
-    assert main(argv) == 0
-    trained_on = json.loads((model / "adapted.json").read_text())["trained_on"]
+    model, trained_on = _adapt(input_dir, tmp_path / "model", xray_group, out)
     assert trained_on["n_grey"] == trained_on["n_images"] == 24
     default = pd.read_csv(out / "assignments.csv", keep_default_na=False)
     table = _sort(input_dir, tmp_path / "per", "--encoder-for", f"{xray_group}=adapted:{model}")
