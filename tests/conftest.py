@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from medsort.demo import demo_folder
+from medsort.demo import demo_folder, demo_labels
 from medsort.results import ASSIGNMENT_COLUMNS, SortResult, skipped_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,3 +102,24 @@ def demo_images(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def write_two_modalities(folder: Path) -> Path:
+    """24 real chest X-rays (grey) and 24 synthetic stained tiles (colour) into ``folder``."""
+    folder.mkdir(parents=True)
+    with open(demo_labels(), newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["label"].startswith("chest")][:24]
+    for row in rows:
+        shutil.copy2(demo_folder() / row["path"], folder / row["path"])
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        tint = np.array([200, 120, 180]) if i % 2 else np.array([150, 60, 140])
+        pixels = np.clip(tint + rng.normal(0, 40, (28, 28, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"stain_{i:02d}.png")
+    return folder
+
+
+@pytest.fixture
+def two_modalities(tmp_path: Path) -> Path:
+    """24 real chest X-rays (grey) and 24 synthetic stained tiles (colour)."""
+    return write_two_modalities(tmp_path / "input")

@@ -24,6 +24,7 @@ TOP_LEVEL = {
     "results": "group",
     "sorter": "group",
     "modality_encoders": "group",
+    "modality_adapt": "group",
     "evaluate": "group",
     "pipeline": "cli",
     "cli": "cli",

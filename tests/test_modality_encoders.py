@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 from medsort.cli import main
-from medsort.demo import demo_folder, demo_labels
 from medsort.embed.cache import EmbeddingCache
 from medsort.embed.registry import create_encoder
 from medsort.embed.stream import Embedded, EmbeddedItem, decode_options, embed_files
@@ -114,23 +111,6 @@ def test_regrouped_modality_follows_its_own_encoder() -> None:
     assert info["spec"] == "efficientnet_lite0" and info["licence"]["spdx"] == "Apache-2.0"
     with pytest.raises(NotImplementedError):
         grouper.predict(X)
-
-
-@pytest.fixture
-def two_modalities(tmp_path: Path) -> Path:
-    """24 real chest X-rays (grey) and 24 synthetic stained tiles (colour)."""
-    folder = tmp_path / "input"
-    folder.mkdir()
-    with open(demo_labels(), newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["label"].startswith("chest")][:24]
-    for row in rows:
-        shutil.copy2(demo_folder() / row["path"], folder / row["path"])
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        tint = np.array([200, 120, 180]) if i % 2 else np.array([150, 60, 140])
-        pixels = np.clip(tint + rng.normal(0, 40, (28, 28, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"stain_{i:02d}.png")
-    return folder
 
 
 def test_sort_with_an_encoder_for_one_modality_group(two_modalities: Path, tmp_path: Path) -> None:

@@ -112,7 +112,8 @@ def _add_sort_options(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="first adapt the encoder to this folder's images, without labels, into "
         "OUT/adapted (medsort adapt; needs medsort[torch]; minutes), then sort with it "
-        "(k counted on the ImageNet features; grey folders keep the ImageNet groups)",
+        "(k counted on the ImageNet features; grey folders keep the ImageNet groups); "
+        "several modality groups: one encoder per colour group, in OUT/adapted/<group>",
     )
     command.add_argument(
         "--export",

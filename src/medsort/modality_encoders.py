@@ -22,6 +22,7 @@ encoder, its licence and the key that chose it.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from medsort.embed.onnx_encoder import ADAPTED_CONFIG
 from medsort.embed.registry import Encoder, create_encoder, describe_encoder, get_entry
 from medsort.embed.stream import Embedded, EmbeddedItem
 from medsort.group import TwoLevelGrouper
@@ -53,6 +55,32 @@ DICOM_MODALITY_NAMES = {
     "PT": "pet",
 }
 """DICOM Modality (0008,0060) → the modality name a key may use."""
+
+ADAPTED_PREFIX = "adapted:"
+ADAPTED_BASE = "efficientnet_lite0"
+"""The encoder ``medsort adapt`` starts from, when an ``adapted.json`` does not say."""
+
+
+def adapted_config(spec: object) -> dict[str, Any] | None:
+    """``adapted.json`` of an ``adapted:DIR`` encoder spec (None for any other)."""
+    if not isinstance(spec, str) or not spec.startswith(ADAPTED_PREFIX):
+        return None
+    return json.loads((Path(spec.removeprefix(ADAPTED_PREFIX)) / ADAPTED_CONFIG).read_text())
+
+
+def adapted_reference(config: Mapping[str, Any]) -> str:
+    """The encoder an adapted one started from: it counts the groups (and forms them, for
+    grey images)."""
+    return str(config.get("base_encoder", ADAPTED_BASE))
+
+
+def adapted_on_grey(config: Mapping[str, Any] | None) -> bool:
+    """Whether an encoder was adapted on mostly grey images (X-ray, MRI, ultrasound), where
+    adapting made every dev set's groups worse (docs/benchmarks.md): its groups are then
+    formed in the reference features altogether."""
+    trained_on = {} if config is None else config.get("trained_on", {})
+    return 2 * int(trained_on.get("n_grey", 0)) > int(trained_on.get("n_images", 0))
+
 
 EmbedWith = Callable[[list[Path], Encoder], Embedded]
 """Embed files with an encoder (same cache, reader options and views as the main run)."""
@@ -101,10 +129,17 @@ def modality_group_names(
     items: list[EmbeddedItem], modality_labels: np.ndarray
 ) -> dict[int, str | None]:
     """Each modality group's name: the modality of more than half of its items, else ``None``."""
+    return names_from_meta([item.meta for item in items], modality_labels)
+
+
+def names_from_meta(
+    metas: list[Mapping[str, Any]], modality_labels: np.ndarray
+) -> dict[int, str | None]:
+    """:func:`modality_group_names` from each row's metadata (``items.csv`` of a sort)."""
     names: dict[int, str | None] = {}
     for group in range(int(modality_labels.max()) + 1):
         rows = np.flatnonzero(modality_labels == group)
-        counts = Counter(item_modality(items[row].meta) for row in rows)
+        counts = Counter(item_modality(metas[row]) for row in rows)
         name, count = counts.most_common(1)[0]
         names[group] = name if count * 2 > len(rows) else None
     return names
@@ -156,6 +191,9 @@ class PerModalityGrouper:
         Seed for the re-grouping.
     progress : bool
         Say which group is re-embedded with which encoder.
+    main_encoder : str or None
+        Spec of the main encoder (whose vectors ``fit`` is given): an adapted encoder's
+        reference that is the main encoder is not embedded again.
 
     Attributes
     ----------
@@ -176,12 +214,14 @@ class PerModalityGrouper:
         device: str = "auto",
         random_state: int = 0,
         progress: bool = False,
+        main_encoder: str | None = None,
     ) -> None:
         self.base = base
         self.encoder_for = encoder_for
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.main_encoder = main_encoder
 
     def fit(self, embedded: Embedded, embed_with: EmbedWith) -> PerModalityGrouper:
         """Re-embed and re-group the chosen modality groups of ``embedded``'s rows."""
@@ -196,26 +236,22 @@ class PerModalityGrouper:
         self.groupers_: dict[int, TwoLevelGrouper] = {}
         self.encoders_: dict[int, dict[str, Any]] = {}
         built: dict[str, Encoder] = {}
-        for group, (key, spec) in sorted(chosen.items()):
-            rows = np.flatnonzero(self.modality_labels_ == group)
+
+        def build(spec: str) -> Encoder:
             if spec not in built:
                 built[spec] = create_encoder(spec, device=self.device)
-            encoder = built[spec]
+            return built[spec]
+
+        for group, (key, spec) in sorted(chosen.items()):
+            rows = np.flatnonzero(self.modality_labels_ == group)
+            encoder = build(spec)
             if self.progress:
                 print(
                     f"modality group {group}: {len(rows)} images with {spec}...",
                     file=sys.stderr,
                     flush=True,
                 )
-            vectors = self._vectors(embedded, rows, encoder, embed_with)
-            views = {name: array[rows] for name, array in embedded.views.items()}
-            self.groupers_[group] = TwoLevelGrouper(
-                n_clusters=base.n_clusters,
-                modality_tol=0.0,  # the modality split is the main encoder's
-                modality_gap_tol=0.0,
-                random_state=self.random_state,
-            ).fit(vectors, views=views)
-            self.encoders_[group] = {
+            info = {
                 "key": key,
                 "spec": spec,
                 "encoder": encoder.name,
@@ -223,8 +259,55 @@ class PerModalityGrouper:
                 "n_items": len(rows),
                 "licence": describe_encoder(encoder, spec),
             }
+            grouper = self._regroup(embedded, rows, spec, build, embed_with, info)
+            if grouper is not None:
+                self.groupers_[group] = grouper
+            self.encoders_[group] = info
         self._assemble()
         return self
+
+    def _regroup(
+        self,
+        embedded: Embedded,
+        rows: np.ndarray,
+        spec: str,
+        build: Callable[[str], Encoder],
+        embed_with: EmbedWith,
+        info: dict[str, Any],
+    ) -> TwoLevelGrouper | None:
+        """The condition groups of one modality group's ``rows`` with encoder ``spec``
+        (None: the main grouper's groups are kept).
+
+        An encoder adapted on the group (``adapted:DIR``) is used as ``sort --adapt`` uses
+        one on a whole folder: its reference encoder (the ImageNet one it started from)
+        counts the groups, and for one adapted on mostly grey images the groups are formed
+        in the reference features altogether, which for a main encoder that is the reference
+        means the main grouper's groups stay.
+        """
+        views = {name: array[rows] for name, array in embedded.views.items()}
+        grouper = TwoLevelGrouper(
+            n_clusters=self.base.n_clusters,
+            modality_tol=0.0,  # the modality split is the main encoder's
+            modality_gap_tol=0.0,
+            random_state=self.random_state,
+        )
+        config = adapted_config(spec)
+        if config is None:
+            vectors = self._vectors(embedded, rows, build(spec), embed_with)
+            return grouper.fit(vectors, views=views)
+        reference_spec = adapted_reference(config)
+        if reference_spec == self.main_encoder:
+            reference = np.asarray(embedded.vectors)[rows]
+        else:
+            reference = self._vectors(embedded, rows, build(reference_spec), embed_with)
+        if adapted_on_grey(config):
+            info["grouped_on"] = reference_spec
+            if reference_spec == self.main_encoder:
+                return None
+            return grouper.fit(reference, views=views)
+        info["k_from"] = reference_spec
+        vectors = self._vectors(embedded, rows, build(spec), embed_with)
+        return grouper.fit(vectors, views=views, reference=reference)
 
     @staticmethod
     def _vectors(
@@ -265,13 +348,16 @@ class PerModalityGrouper:
                 labels, k = sub.labels_, sub.n_groups_
                 self.distances_[rows] = sub.distances_
                 self.map_2d_[rows] = sub.map_2d_ + np.array([8.0 * m, 0.0])
+                info = self.encoders_[m]
                 self.views_used_[m] = {
                     **sub.views_used_[0],
-                    "encoder": self.encoders_[m]["encoder"],
+                    "encoder": info.get("grouped_on", info["encoder"]),
                 }
             else:
                 labels = base.labels_[rows] - base.group_offsets_[m]
                 k = int(np.sum(base.group_modality_ == m))
+                if m in self.encoders_:  # an adapted encoder's grey group: groups kept
+                    self.views_used_[m]["encoder"] = self.encoders_[m]["grouped_on"]
             self.labels_[rows] = labels + offset
             group_modality += [m] * k
             offset += k

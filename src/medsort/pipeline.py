@@ -8,6 +8,8 @@ from pathlib import Path
 from medsort.audit import load_audit
 from medsort.io.outputs import write_csv
 from medsort.memo import Memo
+from medsort.modality_adapt import modality_groups
+from medsort.modality_encoders import match_keys, parse_encoder_for
 from medsort.name import name_groups
 from medsort.report.folder import remove_stale_outputs, save_folder
 from medsort.results import SKIPPED, SortResult, mark_failed, writing
@@ -80,8 +82,16 @@ ADAPTED_DIR = "adapted"
 def with_adapted_encoder(
     sorter: Sorter, input_dir: Path, out_dir: Path, exclude: Path | None
 ) -> Sorter:
-    """A copy of ``sorter`` whose encoder is adapted to ``input_dir`` without labels, into
-    ``out_dir/adapted`` (``sort --adapt``; see :mod:`medsort.adapt`)."""
+    """A copy of ``sorter`` with encoders adapted to ``input_dir`` without labels
+    (``sort --adapt``; see :mod:`medsort.adapt`).
+
+    The folder is grouped first as ``sorter`` would (its vectors stay in the cache). One
+    modality group: the encoder is adapted on the whole folder, into ``out_dir/adapted``.
+    Several: one encoder per modality group, on its files, into
+    ``out_dir/adapted/<group>``, used through ``encoder_for`` (groups the user's
+    ``encoder_for`` names keep their encoder; mostly grey groups are not adapted, since
+    their groups would stay the ImageNet ones).
+    """
     from sklearn.base import clone
 
     try:
@@ -91,16 +101,29 @@ def with_adapted_encoder(
             f"--adapt needs torch: pip install 'medsort[torch]' (CPU-only: see the README); {error}"
         ) from None
     seed = sorter.grouper.random_state if sorter.grouper is not None else 0
+    first = clone(sorter).set_params(encoder_for=None).fit(input_dir, exclude=exclude)
     adapter = Adapter(seed=seed, device=sorter.device, quiet=not sorter.progress)
-    # overwrite: an encoder of other images in out_dir/adapted is this command's own output.
-    adapter.fit(
-        input_dir,
-        out_dir / ADAPTED_DIR,
-        overwrite=True,
-        read_options=sorter.read_options,
-        exclude=exclude,
-    )
-    return clone(sorter).set_params(encoder=f"adapted:{adapter.model_dir_}")
+    if first.grouper_.n_modalities_ == 1:
+        # overwrite: an encoder of other images in out_dir/adapted is this command's own output.
+        adapter.fit(
+            input_dir, out_dir / ADAPTED_DIR, overwrite=True, read_options=sorter.read_options,
+            exclude=exclude,
+        )  # fmt: skip
+        return clone(sorter).set_params(encoder=f"adapted:{adapter.model_dir_}")
+    mapping = parse_encoder_for(sorter.encoder_for)
+    groups = modality_groups(first.result_, out_dir)
+    named, _ = match_keys(mapping, {group.index: group.name for group in groups})
+    for group in groups:
+        if group.index in named:
+            continue
+        adapter.fit(
+            input_dir, out_dir / ADAPTED_DIR / str(group.index), overwrite=True,
+            read_options=sorter.read_options, exclude=exclude, files=group.files,
+            source=group.source(), unless_grey=True,
+        )  # fmt: skip
+        if adapter.model_dir_ is not None:
+            mapping[str(group.index)] = f"adapted:{adapter.model_dir_}"
+    return clone(sorter).set_params(encoder_for=mapping or None)
 
 
 def check_folders(input_dir: Path, out_dir: Path) -> None:

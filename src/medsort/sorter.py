@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +23,6 @@ from medsort.embed.cache import (
     keep_mask,
     open_cache,
 )
-from medsort.embed.onnx_encoder import ADAPTED_CONFIG
 from medsort.embed.registry import Encoder, absolute_spec, create_encoder, describe_encoder
 from medsort.embed.stream import Embedded, decode_options
 from medsort.group import TwoLevelGrouper
@@ -34,7 +32,13 @@ from medsort.io.readers import ReadOptions
 from medsort.io.scan import relative_key, scan_folder
 from medsort.io.thumbnails import THUMB_DIR, ThumbnailWriter
 from medsort.memo import Memo
-from medsort.modality_encoders import PerModalityGrouper, parse_encoder_for
+from medsort.modality_encoders import (
+    PerModalityGrouper,
+    adapted_config,
+    adapted_on_grey,
+    adapted_reference,
+    parse_encoder_for,
+)
 from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
 
 
@@ -196,8 +200,9 @@ class Sorter(BaseEstimator):
         self.grouper_ = self._fit_grouper(grouper, files, embedded, Memo(cache_folder(self.cache)))
         if self.encoder_for:
             self.grouper_ = PerModalityGrouper(
-                self.grouper_, self.encoder_for, self.device, grouper.random_state, self.progress
-            ).fit(embedded, self._embed_with)
+                self.grouper_, self.encoder_for, self.device, grouper.random_state,
+                self.progress, main_encoder=embedded_name(self.encoder),
+            ).fit(embedded, self._embed_with)  # fmt: skip
         self.timings_["group"] = time.perf_counter() - started
         self.labels_ = self.grouper_.labels_
         self.modality_labels_ = self.grouper_.modality_labels_
@@ -262,27 +267,16 @@ class Sorter(BaseEstimator):
         reference = self._reference(files, embedded) if count else None
         return fit_memoised(grouper, embedded.vectors, embedded.views, memo, reference=reference)
 
-    def _adapted_config(self) -> dict[str, Any] | None:
-        """``adapted.json`` of an ``adapted:DIR`` encoder (None for any other)."""
-        spec = self.encoder if isinstance(self.encoder, str) else ""
-        if not spec.startswith(ADAPTED_PREFIX):
-            return None
-        config = Path(spec.removeprefix(ADAPTED_PREFIX)) / ADAPTED_CONFIG
-        return json.loads(config.read_text())
-
     def _reference_spec(self) -> str | None:
         if self.reference_encoder != "auto":
             return self.reference_encoder
-        config = self._adapted_config()
-        return None if config is None else str(config.get("base_encoder", ADAPTED_BASE))
+        config = adapted_config(self.encoder)
+        return None if config is None else adapted_reference(config)
 
     def _groups_on_reference(self) -> bool:
         """Whether the groups are formed in the reference features altogether: with
-        ``"auto"``, for an encoder adapted on mostly grey images (X-ray, MRI, ultrasound),
-        where adapting made every dev set's groups worse (docs/benchmarks.md)."""
-        config = self._adapted_config() if self.reference_encoder == "auto" else None
-        trained_on = {} if config is None else config.get("trained_on", {})
-        return 2 * int(trained_on.get("n_grey", 0)) > int(trained_on.get("n_images", 0))
+        ``"auto"``, for an encoder adapted on mostly grey images (:func:`adapted_on_grey`)."""
+        return self.reference_encoder == "auto" and adapted_on_grey(adapted_config(self.encoder))
 
     def _reference(self, files: list[Path], embedded: Embedded) -> np.ndarray | None:
         """The reference encoder's vectors of ``embedded``'s rows (None: no reference, or
@@ -421,11 +415,6 @@ def cache_folder(cache: CacheSpec) -> Path | None:
     if cache is False or cache is True:
         return None
     return default_cache_dir() if cache is None else Path(cache)
-
-
-ADAPTED_PREFIX = "adapted:"
-ADAPTED_BASE = "efficientnet_lite0"
-"""The encoder ``medsort adapt`` starts from, when an ``adapted.json`` does not say."""
 
 
 def row_keys(embedded: Embedded) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from medsort.io.arguments import existing_folder, folder_to_write
@@ -40,6 +41,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=3000,
         help="adapt on a fixed random sample of this many files above it (default 3000)",
     )
+    adapt.add_argument(
+        "--modality-group",
+        metavar="KEY",
+        help="adapt on one modality group of a sorted mixed folder only (its index in the "
+        "report, or its name, as --encoder-for takes it); needs --from",
+    )
+    adapt.add_argument(
+        "--from",
+        dest="sort_out",
+        metavar="SORT_OUT",
+        type=Path,
+        help="a finished `medsort sort INPUT --out SORT_OUT` of this folder: where "
+        "--modality-group's files are read from",
+    )
     adapt.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     adapt.add_argument(
         "--device",
@@ -63,9 +78,27 @@ def run_adapt(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"medsort adapt needs torch: pip install 'medsort[torch]' ({error})"
         ) from None
+    files, source = None, None
+    if (args.modality_group is None) != (args.sort_out is None):
+        raise ValueError(
+            "--modality-group and --from go together: the group KEY of the sort SORT_OUT."
+        )
+    if args.modality_group is not None:
+        from medsort.modality_adapt import modality_group_files
+
+        group = modality_group_files(args.input, args.sort_out, args.modality_group)
+        files, source = group.files, group.source()
+        if not args.quiet:
+            print(
+                f"adapting on modality group {group.index} ({group.name or 'unnamed'}): "
+                f"{len(files)} files of {args.sort_out}",
+                file=sys.stderr,
+            )
     model_dir = adapt_folder(
         args.input,
         Path(args.out),
+        files=files,
+        source=source,
         overwrite=args.overwrite,
         epochs=args.epochs,
         patience=args.patience,
@@ -75,6 +108,8 @@ def run_adapt(args: argparse.Namespace) -> int:
         device=args.device,
         quiet=args.quiet,
     )
-    if not args.quiet:
+    if not args.quiet and source is not None:
+        print(f"medsort sort INPUT --out OUT --encoder-for {source['index']}=adapted:{model_dir}")
+    elif not args.quiet:
         print(f"medsort sort INPUT --out OUT --encoder adapted:{model_dir}")
     return 0

@@ -61,14 +61,16 @@ def decode_folder(
     quiet: bool = False,
     threads: int = 2,
     exclude: list[Path] | None = None,
+    files: list[Path] | None = None,
 ) -> DecodedFolder:
     """Read every image under ``input_dir`` (never modified) into a :class:`DecodedFolder`.
 
     Unreadable files are reported on stderr and left out. Above ``max_images`` files a
     fixed random sample (by ``seed``) is read. Files under ``exclude`` folders are not read.
+    ``files`` (under ``input_dir``) are read instead of the whole folder: one modality group.
     """
     input_dir = Path(input_dir)
-    files = scan_folder(input_dir)
+    files = scan_folder(input_dir) if files is None else sorted(Path(path) for path in files)
     for folder in exclude or []:
         folder = Path(folder).resolve()
         files = [path for path in files if not path.resolve().is_relative_to(folder)]

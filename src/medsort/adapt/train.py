@@ -85,8 +85,8 @@ class Adapter:
         Per epoch (0 = ImageNet weights): training loss, held-out criterion, seconds.
     best_epoch_ : int
         The epoch exported (0 when adaptation never beat the ImageNet weights).
-    model_dir_ : Path
-        Where the encoder was saved.
+    model_dir_ : Path or None
+        Where the encoder was saved (None: not adapted, see ``unless_grey``).
     model_ : torch.nn.Module or None
         The adapted EfficientNet-Lite0 in torch (best epoch; None when ``fit`` kept an
         encoder already saved).
@@ -130,6 +130,9 @@ class Adapter:
         read_options: ReadOptions | None = None,
         on_epoch: Callable[[int, dict], None] | None = None,
         exclude: Path | None = None,
+        files: list[Path] | None = None,
+        source: dict[str, Any] | None = None,
+        unless_grey: bool = False,
     ) -> Adapter:
         """Adapt on ``input_dir`` (never modified) and save the encoder into ``model_dir``.
 
@@ -138,7 +141,11 @@ class Adapter:
         from its last epoch. Anything else there raises ValueError unless ``overwrite``.
         ``on_epoch(epoch, record)`` is called after each epoch is checkpointed; ``exclude``
         is a folder under ``input_dir`` not to read (an output folder), and ``model_dir``
-        is never read as input either.
+        is never read as input either. ``files`` restricts the adaptation to those files
+        of ``input_dir`` (one modality group of a sort); ``source`` says where they came
+        from (``trained_on.modality_group`` in ``adapted.json``). With ``unless_grey``,
+        mostly grey images are not adapted on (``model_dir_`` is None): an encoder adapted
+        on them would group as the ImageNet one (see :mod:`medsort.modality_encoders`).
         """
         started = time.process_time()
         input_dir, model_dir = Path(input_dir), Path(model_dir)
@@ -146,8 +153,12 @@ class Adapter:
         config = PreprocessConfig(size=224)
         data = decode_folder(
             input_dir, config, self.max_images, self.seed, read_options, quiet=self.quiet,
-            exclude=[model_dir, *([exclude] if exclude is not None else [])],
+            exclude=[model_dir, *([exclude] if exclude is not None else [])], files=files,
         )  # fmt: skip
+        if unless_grey and 2 * int(data.grey.sum()) > len(data.paths):
+            self._say(f"{len(data.paths)} mostly grey images: not adapted (ImageNet groups kept).")
+            self.history_, self.best_epoch_, self.model_dir_, self.model_ = [], 0, None, None
+            return self
         done = self._finished(model_dir, data)
         if done is not None:
             self._say(f"{model_dir} already holds this folder's adapted encoder: kept.")
@@ -221,7 +232,7 @@ class Adapter:
         save_encoder(
             model.cpu(),
             model_dir,
-            self._config(data, input_dir, config, history, best_epoch, cpu_seconds),  # fmt: skip
+            self._config(data, input_dir, config, history, best_epoch, cpu_seconds, source),
         )
         (model_dir / CHECKPOINT).unlink(missing_ok=True)
         shutil.rmtree(model_dir / WORK, ignore_errors=True)
@@ -444,6 +455,7 @@ class Adapter:
         history: list[dict],
         best_epoch: int,
         cpu_seconds: float,
+        source: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         from medsort import __version__
         from medsort.adapt.augment import SETTINGS
@@ -462,6 +474,7 @@ class Adapter:
                 "n_images": len(data.paths),
                 "n_grey": int(data.grey.sum()),
                 "n_skipped": len(data.skipped),
+                **({} if source is None else {"modality_group": source}),
             },
             "training": {
                 "method": "SimCLR (NT-Xent) on MBConv blocks "
@@ -499,7 +512,12 @@ def adapt_folder(
     model_dir: Path | str,
     overwrite: bool = False,
     read_options: ReadOptions | None = None,
+    files: list[Path] | None = None,
+    source: dict[str, Any] | None = None,
     **params: Any,
 ) -> Path:
     """:class:`Adapter` ``(**params).fit(input_dir, model_dir)``; returns ``model_dir``."""
-    return Adapter(**params).fit(input_dir, model_dir, overwrite, read_options).model_dir_
+    adapter = Adapter(**params)
+    return adapter.fit(
+        input_dir, model_dir, overwrite, read_options, files=files, source=source
+    ).model_dir_
