@@ -22,10 +22,11 @@ from medsort.embed.cache import content_hash  # noqa: E402
 from medsort.io.readers import ReadError, ReadOptions, iter_images  # noqa: E402
 
 WRAPPER = (
-    "import resource, sys\n"
+    "import sys\n"
     "from medsort.cli import main\n"
+    "from medsort.sorter import peak_rss_mib\n"
     "code = main(sys.argv[1:])\n"
-    "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "print('PEAK_KIB', int(peak_rss_mib() * 1024), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 

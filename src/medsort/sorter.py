@@ -468,7 +468,19 @@ def without_duplicates(embedded: Embedded, input_dir: Path) -> Embedded:
 
 
 def peak_rss_mib() -> float | None:
-    """Peak resident memory of this process so far (``None`` where unknown)."""
+    """Peak resident memory of this process so far, in MiB (``None`` where unknown).
+
+    On Linux this is ``VmHWM`` of the process's own memory map. ``ru_maxrss`` is only the
+    fallback: the kernel carries it across ``exec``, so a process started by a large parent
+    (pytest after a hundred tests, say) would report the parent's peak as its own.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows
