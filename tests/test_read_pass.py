@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,26 @@ def test_onnx_workers_path_gives_the_batched_features(demo_images: Path) -> None
     inputs = [read_file(f, ReadOptions(draft_size=448))[0].rgb() for f in files]
     batch = to_tensor_batch([to_model_input(x, encoder.config) for x in inputs], encoder.config)
     assert np.array_equal(now.vectors, encoder.embed(batch))
+
+
+def test_a_rerun_with_only_unreadable_files_pending_loads_no_model(
+    demo_images: Path, tmp_path: Path
+) -> None:
+    """A cached re-run still meets the files that were skipped (a labels.csv): reading
+    them must not load the model graph (half a second of a 2-3 s re-run)."""
+    files = scan_folder(demo_images)[:3]
+    notes = tmp_path / "labels.csv"
+    notes.write_text("path,label\na.png,x\n")
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = create_encoder("efficientnet_lite0", device="cpu")
+    embed_files([*files, notes], first, cache, progress=False)
+    assert first._one_core is not None  # images were embedded in the workers
+
+    again = create_encoder("efficientnet_lite0", device="cpu")
+    loading = threading.Event()
+    again.prepare_one_core = loading.set  # what the embed stage would start in a thread
+    rerun = embed_files([*files, notes], again, cache, progress=False)
+    assert not loading.wait(1.0)
+    assert [path.name for path, _ in rerun.skipped] == ["labels.csv"]
+    assert "not a supported image format" in rerun.skipped[0][1]
+    assert rerun.n_embedded_files == 0 and len(rerun.files) == 3

@@ -31,7 +31,7 @@ from medsort.embed.registry import Encoder
 from medsort.embed.runtime import inference_threads, tune_cpu_runtime
 from medsort.embed.views import compute_views, views_token
 from medsort.io import appearance, signatures
-from medsort.io.readers import ReadError, ReadOptions, iter_images
+from medsort.io.readers import ReadError, ReadOptions, find_reader, iter_images
 from medsort.io.thumbnails import ThumbnailWriter
 from medsort.preprocess import to_model_input, to_tensor_batch
 
@@ -220,7 +220,9 @@ def embed_pending(
     if in_workers:
         n_readers = max(n_readers, inference_threads())
         prepare = getattr(encoder, "prepare_one_core", None)
-        if callable(prepare):  # loading the graph overlaps the first decodes
+        # Loading the graph overlaps the first decodes, where there will be any: a re-run
+        # whose only pending files are ones no reader takes (a labels.csv) loads nothing.
+        if callable(prepare) and any(find_reader(files[index]) for index in pending):
             threading.Thread(target=_quietly, args=(prepare,), daemon=True).start()
     workers = [
         threading.Thread(
