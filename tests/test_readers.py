@@ -126,3 +126,57 @@ def test_a_reader_that_fails_to_load_is_reported_not_hidden(
     path.write_bytes(b"\0" * 256)
     with pytest.raises(ReadError, match="readers that failed to load: no_such_reader"):
         read_file(path)
+
+
+FORMAT_LIBRARIES = ("pydicom", "tifffile", "nibabel")
+
+
+def _modules_after(code: str, tmp_path: Path) -> list[str]:
+    """The format libraries in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    probe = f"import sys\n{code}\nprint(*[m for m in {FORMAT_LIBRARIES!r} if m in sys.modules])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    return lines[-1].split() if lines else []
+
+
+def test_format_libraries_are_imported_with_the_first_file_of_theirs(tmp_path: Path) -> None:
+    """Reading a folder of PNGs (and failing on a .csv) imports none of pydicom, tifffile
+    or nibabel (0.3 s); a DICOM file then brings in pydicom, and reads as before."""
+    Image.new("L", (32, 32), 90).save(tmp_path / "plain.png")
+    (tmp_path / "labels.csv").write_text("path,label\n")
+    png_only = (
+        "from pathlib import Path\n"
+        "from medsort.io import ReadError, read_file\n"
+        "assert read_file(Path('plain.png'))[0].pixels.shape == (32, 32)\n"
+        "try:\n    read_file(Path('labels.csv'))\nexcept ReadError:\n    pass\n"
+    )
+    assert _modules_after(png_only, tmp_path) == []
+
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelData = (np.arange(64, dtype=np.uint16) * 100).tobytes()
+    ds.save_as(tmp_path / "slice.dcm", enforce_file_format=True)
+    dicom = png_only + "assert read_file(Path('slice.dcm'))[0].pixels.shape == (8, 8)\n"
+    assert _modules_after(dicom, tmp_path) == ["pydicom"]

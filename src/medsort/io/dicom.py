@@ -10,25 +10,25 @@ images (RGB, YBR, palette) come out as RGB. The arithmetic lives in
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
-from pydicom.pixels.utils import get_expected_length
 
 from medsort.io import intensity
 from medsort.io.admission import Budget, check_array
 from medsort.io.image import MedImage
 from medsort.io.phi import safe_meta, scrub
 from medsort.io.readers import ReadError, ReadOptions, register_reader
+from medsort.lazy import lazy_module
 
-# Decoders quote offending values in their warnings; values must never reach a log.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+pydicom = lazy_module("pydicom")  # imported with the first DICOM file (0.2 s)
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 MAGIC_OFFSET = 128
@@ -74,11 +74,27 @@ def is_dicom_head(head: bytes) -> bool:
     return head[MAGIC_OFFSET : MAGIC_OFFSET + 4] == b"DICM"
 
 
+@functools.cache
+def _quiet_pydicom() -> None:
+    """Decoders quote offending values in their warnings; values must never reach a log."""
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+def _empty_meta() -> Dataset:
+    return pydicom.dataset.Dataset()
+
+
+def pixel_array(ds: Dataset, **kwargs: Any) -> np.ndarray:
+    """``pydicom.pixels.pixel_array``."""
+    return pydicom.pixels.pixel_array(ds, **kwargs)
+
+
 def open_dataset(path: Path) -> Dataset:
     """Parse the file, or raise :class:`ReadError` naming no value from it.
 
     Files without the Part 10 preamble (old ``.dcm`` files) are parsed with ``force``.
     """
+    _quiet_pydicom()
     with open(path, "rb") as handle:
         head = handle.read(MAGIC_OFFSET + 4)
     try:
@@ -120,13 +136,13 @@ def check_pixel_size(ds: Dataset, n_frames: int, budget: Budget) -> None:
         raise ReadError(f"DICOM declares no image size (Rows {rows}, Columns {cols})")
     # Frames go through the modality LUT as float64: 8 bytes per sample.
     check_array((rows, cols, samples), 8, budget, "DICOM frame")
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    syntax = getattr(ds, "file_meta", _empty_meta()).get("TransferSyntaxUID")
     if "PixelData" not in ds or syntax is None or not syntax.is_transfer_syntax:
         return  # unknown syntaxes are the decoder's to name
     if syntax.is_encapsulated:
         return
     try:
-        expected = int(get_expected_length(ds, unit="bytes"))
+        expected = int(pydicom.pixels.utils.get_expected_length(ds, unit="bytes"))
     except (AttributeError, TypeError, ValueError):
         return  # attributes the decoder will name
     actual = len(ds.PixelData)
@@ -142,7 +158,7 @@ def check_pixel_size(ds: Dataset, n_frames: int, budget: Budget) -> None:
 
 def _identifies_itself(ds: Dataset) -> bool:
     """Whether a dataset read with ``force`` looks like a real DICOM object at all."""
-    meta = getattr(ds, "file_meta", Dataset())
+    meta = getattr(ds, "file_meta", _empty_meta())
     return any(k in ds for k in ("SOPClassUID", "Modality")) or "MediaStorageSOPClassUID" in meta
 
 
@@ -151,7 +167,7 @@ def object_kind(ds: Dataset) -> str:
     modality = str(ds.get("Modality", "")).upper()
     if modality in NO_PIXEL_KINDS:
         return NO_PIXEL_KINDS[modality]
-    for source in (ds, getattr(ds, "file_meta", Dataset())):
+    for source in (ds, getattr(ds, "file_meta", _empty_meta())):
         for keyword in ("SOPClassUID", "MediaStorageSOPClassUID"):
             uid = source.get(keyword)
             if uid is not None and getattr(uid, "is_valid", False):
@@ -182,7 +198,7 @@ def file_meta(ds: Dataset, options: ReadOptions) -> dict[str, Any]:
         meta.update(safe_meta(ds, options.keep_tags))
     except ValueError as error:
         raise ReadError(str(error)) from None
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    syntax = getattr(ds, "file_meta", _empty_meta()).get("TransferSyntaxUID")
     if syntax is not None:
         # An unknown UID's "name" is the UID itself: free text from the file.
         meta["transfer_syntax"] = str(syntax.name) if syntax.is_transfer_syntax else "unknown"
@@ -231,7 +247,7 @@ def display_pixels(
 
 
 def _palette(ds: Dataset, raw: np.ndarray) -> np.ndarray:
-    rgb = apply_color_lut(raw, ds)
+    rgb = pydicom.pixels.apply_color_lut(raw, ds)
     descriptor = ds.get("RedPaletteColorLookupTableDescriptor") or [0, 0, 16]
     bits = int(descriptor[2]) if int(descriptor[2]) in (8, 16) else 16
     return intensity.scale_by_bits(rgb, bits) if rgb.dtype != np.uint8 else rgb
@@ -264,7 +280,7 @@ def _monochrome(
 def modality_values(ds: Dataset, raw: np.ndarray, index: int) -> np.ndarray:
     """Stored values through the modality LUT (per-frame rescale for enhanced objects)."""
     if "ModalityLUTSequence" in ds:
-        return apply_modality_lut(raw, ds).astype(np.float64)
+        return pydicom.pixels.apply_modality_lut(raw, ds).astype(np.float64)
     slope = _frame_value(ds, index, "PixelValueTransformationSequence", "RescaleSlope")
     intercept = _frame_value(ds, index, "PixelValueTransformationSequence", "RescaleIntercept")
     if slope is None and intercept is None:
@@ -286,7 +302,7 @@ def frame_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
 
 def _voi_lut(ds: Dataset, values: np.ndarray) -> np.ndarray:
     lut = ds.VOILUTSequence[0]
-    output = apply_voi_lut(np.asarray(values), ds, prefer_lut=True)
+    output = pydicom.pixels.apply_voi_lut(np.asarray(values), ds, prefer_lut=True)
     bits = int(lut.LUTDescriptor[2])
     top = float(np.max(lut.LUTData)) if "LUTData" in lut else 0.0
     return intensity.scale_by_bits(output, max(bits, int(np.ceil(np.log2(top + 1))) if top else 1))

@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, io_orientation
 from PIL import Image
 
 from medsort.io import intensity
 from medsort.io.admission import DEFAULT_BUDGET, Budget, check_array
 from medsort.io.image import MedImage
 from medsort.io.readers import ReadError, ReadOptions, register_reader
+from medsort.lazy import lazy_module
+
+nib = lazy_module("nibabel")  # imported with the first NIfTI file
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgh", ".mgz", ".hdr")
 MIN_SLICE_SIDE = 4
@@ -78,9 +79,9 @@ def load_volume(
         data = _first_volume(image)
     except (OSError, EOFError, ValueError) as error:
         raise ReadError(f"truncated or corrupt volume data: {_one_line(error)}") from None
-    ornt = io_orientation(image.affine)
+    ornt = nib.orientations.io_orientation(image.affine)
     zooms_in = np.array(image.header.get_zooms()[:3] + (1.0,) * (3 - len(shape[:3])), float)
-    data = apply_orientation(data, ornt)
+    data = nib.orientations.apply_orientation(data, ornt)
     zooms = np.empty(3)
     zooms[ornt[:, 0].astype(int)] = zooms_in
     meta = {

@@ -11,12 +11,14 @@ quoted by a decoder cannot leak either.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydicom.datadict import keyword_dict
-from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
+from medsort.lazy import lazy_module
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+pydicom = lazy_module("pydicom")  # imported when a DICOM file is met
 
 ALLOWED_TAGS: dict[str, str] = {
     "Modality": "modality",
@@ -83,7 +85,7 @@ FREE_TEXT_VRS = frozenset(
 def check_keep_tags(keep_tags: Iterable[str]) -> tuple[str, ...]:
     """Validate user-named keywords; raise ``ValueError`` for unknown ones."""
     names = tuple(keep_tags)
-    unknown = [name for name in names if name not in keyword_dict]
+    unknown = [name for name in names if name not in pydicom.datadict.keyword_dict]
     if unknown:
         raise ValueError(f"Unknown DICOM keyword(s) in keep_tags: {', '.join(unknown)}")
     return names
@@ -114,9 +116,9 @@ def safe_meta(ds: Dataset, keep_tags: Iterable[str] = ()) -> dict[str, Any]:
 def _plain(element_value: Any) -> str | int | float:
     """A DICOM value as ``str``, ``int`` or ``float``; ``""`` when absent or unusable."""
     value = getattr(element_value, "value", element_value)
-    if value is None or isinstance(value, (bytes, bytearray, Dataset)):
+    if value is None or isinstance(value, (bytes, bytearray, pydicom.dataset.Dataset)):
         return ""
-    if isinstance(value, (MultiValue, list, tuple)):
+    if isinstance(value, (pydicom.multival.MultiValue, list, tuple)):
         parts = [_plain(part) for part in value]
         return "\\".join(str(part) for part in parts)
     if isinstance(value, bool):
@@ -145,13 +147,20 @@ def _string_values(ds: Dataset) -> Iterator[str]:
     the TransferSyntaxUID, which a crafted file can fill with any text)."""
     allowed = set(ALLOWED_TAGS)
     meta = getattr(ds, "file_meta", None)
-    elements = [*(meta.iterall() if isinstance(meta, Dataset) else ()), *ds.iterall()]
+    elements = [
+        *(meta.iterall() if isinstance(meta, pydicom.dataset.Dataset) else ()),
+        *ds.iterall(),
+    ]
     for element in elements:
         if element.keyword in allowed or element.VR not in FREE_TEXT_VRS:
             continue
-        values = element.value if isinstance(element.value, (MultiValue, list)) else [element.value]
+        values = (
+            element.value
+            if isinstance(element.value, (pydicom.multival.MultiValue, list))
+            else [element.value]
+        )
         for value in values:
-            if isinstance(value, (str, bytes, PersonName)):
+            if isinstance(value, (str, bytes, pydicom.valuerep.PersonName)):
                 text = (
                     value.decode("latin-1", "replace") if isinstance(value, bytes) else str(value)
                 )

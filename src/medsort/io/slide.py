@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import tifffile
 from PIL import Image
 
 from medsort.io.admission import Budget, check_array, display_factor
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
 from medsort.io.readers import MAX_PIXELS, ReadError, ReadOptions, register_reader
+from medsort.lazy import lazy_module
+
+tifffile = lazy_module("tifffile")  # imported with the first TIFF file
 
 try:  # OpenSlide is optional: tifffile covers pyramidal TIFFs without it.
     import openslide
