@@ -153,13 +153,19 @@ def main() -> None:
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for this checkout")
     parser.add_argument("--set", default="lung-histology", help="folder of ../shared/data")
+    parser.add_argument(
+        "--subfolder",
+        default="images",
+        help="folder of the set to sort ('': the set's own folder, its labels.csv included, "
+        "as a user's folder would hold a file that is no image)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repetitions (medians printed)")
     parser.add_argument(
         "--per-image", type=int, default=128, help="images for the read-pass breakdown (0: none)"
     )
     args = parser.parse_args()
     before_python = args.before_python or str(args.before / ".venv" / "bin" / "python")
-    folder = DATA / args.set / "images"
+    folder = DATA / args.set / args.subfolder if args.subfolder else DATA / args.set
     versions = {"before": (args.before, before_python), "after": (REPO, args.python)}
     print(header())
     print(f"# set {args.set}: {sum(1 for _ in folder.iterdir())} files; before = {args.before}")
@@ -202,7 +208,7 @@ def main() -> None:
             outs = [rows[(kind, name)][0]["out"] for name in ("before", "after")]
             print(f"# {kind}: {same_outputs(*outs)}")
     if args.per_image:
-        steps = per_image(folder, args.per_image)
+        steps = per_image(DATA / args.set / "images", args.per_image)
         print(f"# read pass, CPU ms per image ({args.per_image} images, one thread, after):")
         print("# " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
 
