@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,30 +31,14 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_adapt import SETS, label_draws  # noqa: E402
+
 from medsort.group import TwoLevelGrouper
 from medsort.refine.classifier import FeatureMap
 from medsort.refine.propagate import GraphLabelSpreading
 
-SETS = (
-    "brain-mri",
-    "breast-ultrasound-28",
-    "dermoscopy",
-    "blood-cells-128",
-    "lung-histology",
-    "chest-xray-28",
-)
 Method = Callable[[dict, np.ndarray], np.ndarray]
-
-
-def draws(truth: np.ndarray, repeats: int):
-    """The label draws of ``bench_adapt.py``: 10 per class (at most 80 %), seeds 0.."""
-    for r in range(repeats):
-        rng = np.random.default_rng(r)
-        y = np.full(len(truth), None, dtype=object)
-        for name in np.unique(truth):
-            rows = np.flatnonzero(truth == name)
-            y[rng.choice(rows, min(10, int(0.8 * len(rows))), replace=False)] = name
-        yield y
 
 
 def spread_proba(Z: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -229,7 +214,7 @@ def main() -> None:
         c = features(name, args)
         for label, method in METHODS.items():
             started, scores = time.process_time(), []
-            for y in draws(c["truth"], args.repeats):
+            for y in label_draws(c["truth"], args.repeats):
                 predicted, rest = np.asarray(method(c, y)), y == None  # noqa: E711
                 scores.append(balanced_accuracy_score(c["truth"][rest], predicted[rest]))
             print(

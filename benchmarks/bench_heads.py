@@ -40,11 +40,12 @@ from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_turtle import row  # noqa: E402
 from bench_views import SETS, cases, load_set  # noqa: E402
 
 from medsort.embed.cache import EmbeddingCache  # noqa: E402
 from medsort.embed.registry import create_encoder  # noqa: E402
-from medsort.group import TwoLevelGrouper, score_grouping  # noqa: E402
+from medsort.group import TwoLevelGrouper  # noqa: E402
 from medsort.group.multiview import mean_row_norm, weighted_blocks  # noqa: E402
 
 CASES = [
@@ -285,15 +286,6 @@ def refined(grouper: RecordingGrouper, method: Callable[[dict], np.ndarray]) -> 
         if r["k"] >= 2:
             out[r["rows"]] = method(r) + offset
     return out
-
-
-def row(case: str, method: str, labels: np.ndarray, y: np.ndarray, extra: str = "") -> None:
-    score = score_grouping(y, labels)
-    print(
-        f"{case:38s} {method:34s} k={len(np.unique(labels)):2d} ACC {score['acc']:.3f} "
-        f"NMI {score['nmi']:.3f} {extra}",
-        flush=True,
-    )
 
 
 def run_refinements(all_cases: dict, methods: list[str]) -> None:
