@@ -95,6 +95,24 @@ def audit_attributes(
     return rows
 
 
+def remembered_stability(
+    embeddings: np.ndarray,
+    groups: np.ndarray,
+    n_clusters: int | None,
+    n_runs: int,
+    random_state: int,
+    memo: Memo,
+) -> dict[str, Any] | None:
+    """What :func:`group_stability` gave before for these inputs, or ``None``."""
+    found = memo.load(
+        "audit-stability", _stability_key(embeddings, groups, n_clusters, n_runs, random_state)
+    )
+    if found is not None and isinstance(found[1], dict) and "per_group" in found[1]:
+        fields = found[1]
+        return {**fields, "per_group": {int(g): v for g, v in fields["per_group"]}}
+    return None
+
+
 def group_stability(
     embeddings: np.ndarray,
     groups: np.ndarray,
@@ -105,16 +123,19 @@ def group_stability(
 ) -> dict[str, Any]:
     """:func:`medsort.audit.stability.group_stability`, remembered in ``memo`` (its
     integer group ids, JSON object keys, are kept as pairs)."""
-    key = digest(
-        "audit-stability", embeddings, np.asarray(groups), n_clusters, n_runs, random_state
-    )
-    found = memo.load("audit-stability", key)
-    if found is not None and isinstance(found[1], dict) and "per_group" in found[1]:
-        fields = found[1]
-        return {**fields, "per_group": {int(g): v for g, v in fields["per_group"]}}
+    found = remembered_stability(embeddings, groups, n_clusters, n_runs, random_state, memo)
+    if found is not None:
+        return found
     stable = stability.group_stability(
         embeddings, groups, n_clusters=n_clusters, n_runs=n_runs, random_state=random_state
     )
     pairs = {**stable, "per_group": [[g, v] for g, v in stable["per_group"].items()]}
+    key = _stability_key(embeddings, groups, n_clusters, n_runs, random_state)
     memo.save("audit-stability", key, {}, pairs, default=json_default)
     return stable
+
+
+def _stability_key(
+    embeddings: np.ndarray, groups: np.ndarray, n_clusters: int | None, n_runs: int, seed: int
+) -> str:
+    return digest("audit-stability", embeddings, np.asarray(groups), n_clusters, n_runs, seed)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn import config_context as sklearn_config
 from threadpoolctl import threadpool_limits
 
-from medsort.audit import explain, findings, hygiene, inputs, memoised
+from medsort.audit import explain, findings, forked, hygiene, inputs, memoised
 from medsort.audit.attributes import align_metadata, read_table
 from medsort.audit.hygiene_checks import hygiene_checks, label_conflicts
 from medsort.audit.messages import group_contrast  # noqa: F401  (re-exported)
@@ -43,6 +43,7 @@ from medsort.audit.store import (  # noqa: F401  (re-exported)
     write_audit,
 )
 from medsort.embed.cache import keep_mask
+from medsort.group.two_level import SMALL_PROBLEM_ROWS
 from medsort.memo import NO_MEMO, Memo
 from medsort.results import SortResult
 
@@ -157,6 +158,10 @@ def _audit(
     timings["pixels"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    stability = _start_stability(result, groups, settings, memo)
+    timings["stability (start)"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
     labels = inputs.truth_codes(result, truth_csv)
     metadata = None
     if metadata_csv is not None:
@@ -175,16 +180,7 @@ def _audit(
     timings["attributes"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    stable = dict(NO_STABILITY)
-    if settings.stability_runs > 0:
-        stable = memoised.group_stability(
-            result.embeddings,
-            groups,
-            n_clusters=result.run.n_clusters,
-            n_runs=settings.stability_runs,
-            random_state=settings.random_state,
-            memo=memo,
-        )
+    stable = stability()
     flagged += findings.stability_findings(stable)
     timings["stability"] = time.perf_counter() - clock
 
@@ -215,6 +211,36 @@ def _audit(
         timings_s=timings,
         tables=hygiene_tables,
     )
+
+
+def _start_stability(
+    result: SortResult, groups: np.ndarray, settings: AuditSettings, memo: Memo
+) -> Callable[[], dict[str, Any]]:
+    """Start the stability reruns; the call returned gives their result.
+
+    Reruns that must be computed (not in ``memo``) on a small problem run in a forked
+    child on another core while the attribute tests run here (:mod:`~medsort.audit.forked`;
+    the same result). A large one stays in this process: a child's reruns of a million rows
+    would double the peak memory.
+    """
+    if settings.stability_runs <= 0:
+        return lambda: dict(NO_STABILITY)
+    args = (
+        result.embeddings,
+        groups,
+        result.run.n_clusters,
+        settings.stability_runs,
+        settings.random_state,
+        memo,
+    )
+    found = memoised.remembered_stability(*args)
+    if found is not None:
+        return lambda: found
+
+    def reruns() -> dict[str, Any]:
+        return memoised.group_stability(*args)
+
+    return forked.start(reruns) if len(groups) < SMALL_PROBLEM_ROWS else reruns
 
 
 def duplicate_keep_mask(out_dir: Path | str) -> np.ndarray:
