@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -133,9 +135,6 @@ FORMAT_LIBRARIES = ("pydicom", "tifffile", "nibabel")
 
 def _modules_after(code: str, tmp_path: Path) -> list[str]:
     """The format libraries in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
-    import subprocess
-    import sys
-
     src = Path(__file__).resolve().parents[1] / "src"
     probe = f"import sys\n{code}\nprint(*[m for m in {FORMAT_LIBRARIES!r} if m in sys.modules])"
     done = subprocess.run(

@@ -20,9 +20,7 @@ from typing import Any
 
 
 def can_fork() -> bool:
-    """Whether :func:`start` would fork here (Linux, fork available, no other thread once
-    tqdm's monitor thread is stopped)."""
-    _stop_tqdm_monitor()
+    """Whether :func:`start` may fork now: Linux, fork available, no other live thread."""
     return (
         sys.platform.startswith("linux")
         and "fork" in multiprocessing.get_all_start_methods()
@@ -48,6 +46,7 @@ def start(function: Callable[[], Any]) -> Callable[[], Any]:
     numbers here). Where :func:`can_fork` is false, or the child dies or raises, the
     returned call runs ``function()`` in this process instead.
     """
+    _stop_tqdm_monitor()
     if not can_fork():
         return function
     context = multiprocessing.get_context("fork")

@@ -104,13 +104,8 @@ def remembered_stability(
     memo: Memo,
 ) -> dict[str, Any] | None:
     """What :func:`group_stability` gave before for these inputs, or ``None``."""
-    found = memo.load(
-        "audit-stability", _stability_key(embeddings, groups, n_clusters, n_runs, random_state)
-    )
-    if found is not None and isinstance(found[1], dict) and "per_group" in found[1]:
-        fields = found[1]
-        return {**fields, "per_group": {int(g): v for g, v in fields["per_group"]}}
-    return None
+    key = _stability_key(embeddings, groups, n_clusters, n_runs, random_state)
+    return _remembered_stability(memo, key)
 
 
 def group_stability(
@@ -123,14 +118,14 @@ def group_stability(
 ) -> dict[str, Any]:
     """:func:`medsort.audit.stability.group_stability`, remembered in ``memo`` (its
     integer group ids, JSON object keys, are kept as pairs)."""
-    found = remembered_stability(embeddings, groups, n_clusters, n_runs, random_state, memo)
+    key = _stability_key(embeddings, groups, n_clusters, n_runs, random_state)
+    found = _remembered_stability(memo, key)
     if found is not None:
         return found
     stable = stability.group_stability(
         embeddings, groups, n_clusters=n_clusters, n_runs=n_runs, random_state=random_state
     )
     pairs = {**stable, "per_group": [[g, v] for g, v in stable["per_group"].items()]}
-    key = _stability_key(embeddings, groups, n_clusters, n_runs, random_state)
     memo.save("audit-stability", key, {}, pairs, default=json_default)
     return stable
 
@@ -139,3 +134,11 @@ def _stability_key(
     embeddings: np.ndarray, groups: np.ndarray, n_clusters: int | None, n_runs: int, seed: int
 ) -> str:
     return digest("audit-stability", embeddings, np.asarray(groups), n_clusters, n_runs, seed)
+
+
+def _remembered_stability(memo: Memo, key: str) -> dict[str, Any] | None:
+    found = memo.load("audit-stability", key)
+    if found is None or not isinstance(found[1], dict) or "per_group" not in found[1]:
+        return None
+    fields = found[1]
+    return {**fields, "per_group": {int(g): v for g, v in fields["per_group"]}}
