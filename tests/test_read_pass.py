@@ -205,3 +205,34 @@ def test_a_rerun_with_only_unreadable_files_pending_loads_no_model(
     assert [path.name for path, _ in rerun.skipped] == ["labels.csv"]
     assert "not a supported image format" in rerun.skipped[0][1]
     assert rerun.n_embedded_files == 0 and len(rerun.files) == 3
+
+
+def test_one_decoding_thread_measures_at_a_time(
+    demo_images: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measuring (many small GIL-trading NumPy calls) is serialised between the decoding
+    threads, while the rows stay those of measuring freely."""
+    files = scan_folder(demo_images)
+    free = embed_files(files, _MeanEncoder(True), EmbeddingCache(None), progress=False)
+    measure = appearance.appearance
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def counted(image):  # noqa: ANN001, ANN202
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            threading.Event().wait(0.005)  # lets another thread in, were it allowed
+            return measure(image)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(appearance, "appearance", counted)
+    serial = embed_files(
+        files, _MeanEncoder(True), EmbeddingCache(None), progress=False, n_readers=2
+    )
+    assert most[0] == 1
+    assert np.array_equal(serial.vectors, free.vectors)
+    assert [item.meta for item in serial.items] == [item.meta for item in free.items]

@@ -31,6 +31,7 @@ from medsort.embed.registry import Encoder
 from medsort.embed.runtime import inference_threads, tune_cpu_runtime
 from medsort.embed.views import compute_views, views_token
 from medsort.io import appearance, signatures
+from medsort.io.image import MedImage
 from medsort.io.readers import ReadError, ReadOptions, find_reader, iter_images
 from medsort.io.thumbnails import ThumbnailWriter
 from medsort.preprocess import to_model_input, to_tensor_batch
@@ -282,6 +283,24 @@ def worker_batch(encoder: Encoder) -> int:
     return int(size) if size and callable(getattr(encoder, "embed_one_core", None)) else 0
 
 
+MEASURING = threading.Lock()
+"""Held by the decoding thread that measures an image. Measuring is many small NumPy
+calls, each releasing and retaking the GIL: two threads measuring at once trade the GIL
+on every call, which cost them 1.3-1.6x the CPU of measuring alone (docs/benchmarks.md).
+One at a time, the other thread runs the model (which holds no GIL) or decodes."""
+
+
+def _measure(
+    image: MedImage, encoder: Encoder, views: bool
+) -> tuple[dict[str, Any], np.ndarray, dict[str, np.ndarray], signatures.Signature]:
+    """An item's cache record, model input, hand-crafted views and pixel signature."""
+    rgb = image.rgb()
+    model_input = to_model_input(rgb, encoder.config)
+    record = {"item": image.item, "meta": {**image.meta, **appearance.appearance(image)}}
+    extra = compute_views(rgb) if views else {}
+    return record, model_input, extra, signatures.signature(image.pixels)
+
+
 def _read_worker(
     files: Sequence[Path],
     todo: queue.Queue[int],
@@ -309,14 +328,10 @@ def _read_worker(
         stamp = "" if thumbnails is None else thumbnails.stamp(files[index])
         try:
             for image in iter_images(files[index], options):
-                if thumbnails is not None and stamp and count < thumbnails.max_items:
-                    thumbnails.write(files[index], stamp, image, options)
-                rgb = image.rgb()
-                model_input = to_model_input(rgb, encoder.config)
-                meta = {**image.meta, **appearance.appearance(image)}
-                record = {"item": image.item, "meta": meta}
-                extra = compute_views(rgb) if views else {}
-                measured = signatures.signature(image.pixels)
+                with MEASURING:
+                    if thumbnails is not None and stamp and count < thumbnails.max_items:
+                        thumbnails.write(files[index], stamp, image, options)
+                    record, model_input, extra, measured = _measure(image, encoder, views)
                 if in_workers:
                     outbox.put(("item", index, (record, None, extra, measured)))
                     inputs.append((index, model_input))
