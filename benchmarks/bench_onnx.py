@@ -18,6 +18,12 @@ the children's peak memory is their own):
     python benchmarks/bench_onnx.py
     python benchmarks/bench_onnx.py --sections agree
     python benchmarks/bench_onnx.py --sections install --venv /tmp/medsort-venv
+
+``--reference`` and ``--candidate`` change the pair compared by ``sort`` and ``agree``
+(default: the torch path against the ONNX default), e.g. the int8 graph against the default:
+
+    python benchmarks/bench_onnx.py --sections sort agree \
+        --reference efficientnet_lite0 --candidate efficientnet_lite0_int8
 """
 
 from __future__ import annotations
@@ -154,22 +160,22 @@ def _warm_file_cache(folder: Path) -> None:
             path.read_bytes()
 
 
-def bench_sort(folder: Path) -> list[dict[str, object]]:
+def bench_sort(folder: Path, pair: tuple[str, str] = (TORCH, ONNX)) -> list[dict[str, object]]:
     _warm_file_cache(folder)  # both encoders read from the page cache
     rows = []
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
-        for encoder in (TORCH, ONNX):
-            cache = work_dir / f"cache-{encoder}"
-            rows.append(run_sort(folder, work_dir / f"out-{encoder}", cache, encoder))
+        for i, encoder in enumerate(pair):
+            cache = work_dir / f"cache-{i}"
+            rows.append(run_sort(folder, work_dir / f"out-{i}", cache, encoder))
             rows[-1]["section"] = "sort (cold cache)"
-        rows.append(run_sort(folder, work_dir / "out-again", work_dir / f"cache-{ONNX}", ONNX))
+        rows.append(run_sort(folder, work_dir / "out-again", work_dir / "cache-1", pair[1]))
         rows[-1]["section"] = "sort (cached re-run)"
         rows.append(
             {
                 "section": "sort ratio",
-                "onnx/torch images/s": round(rows[1]["images/s"] / rows[0]["images/s"], 2),
-                "torch/onnx cpu per image": round(
+                "candidate/reference images/s": round(rows[1]["images/s"] / rows[0]["images/s"], 2),
+                "reference/candidate cpu per image": round(
                     rows[0]["cpu ms/image"] / rows[1]["cpu ms/image"], 2
                 ),
                 "load average after": [round(x, 2) for x in os.getloadavg()],
@@ -178,7 +184,9 @@ def bench_sort(folder: Path) -> list[dict[str, object]]:
     return rows
 
 
-def bench_agree(sets: list[str]) -> Iterator[dict[str, object]]:
+def bench_agree(
+    sets: list[str], pair: tuple[str, str] = (TORCH, ONNX)
+) -> Iterator[dict[str, object]]:
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score
 
@@ -189,15 +197,15 @@ def bench_agree(sets: list[str]) -> Iterator[dict[str, object]]:
         with tempfile.TemporaryDirectory() as work:
             outs = {}
             row: dict[str, object] = {"section": "agree", "set": name}
-            for encoder in (TORCH, ONNX):
-                out = Path(work) / encoder
-                result = run_sort(folder, out, Path(work) / f"cache-{encoder}", encoder)
+            for i, encoder in enumerate(pair):
+                out = Path(work) / f"out-{i}"
+                result = run_sort(folder, out, Path(work) / f"cache-{i}", encoder)
                 outs[encoder] = pd.read_csv(out / "assignments.csv").sort_values(["path", "item"])
                 row[f"ACC {encoder}"] = round(evaluate(out, folder / "labels.csv")["acc"], 3)
                 row[f"images/s {encoder}"] = result["images/s"]
-            groups = [outs[e]["group"].astype(str) for e in (TORCH, ONNX)]
+            groups = [outs[e]["group"].astype(str) for e in pair]
             row["images"] = len(groups[0])
-            row["ARI onnx vs torch"] = round(float(adjusted_rand_score(*groups)), 4)
+            row["ARI candidate vs reference"] = round(float(adjusted_rand_score(*groups)), 4)
         yield row
 
 
@@ -249,7 +257,10 @@ def main() -> None:
     parser.add_argument("--stage-images", type=int, default=256)
     parser.add_argument("--agree-sets", nargs="+", default=DEV_SETS)
     parser.add_argument("--venv", type=Path, default=Path("/tmp/medsort-bench-venv"))
+    parser.add_argument("--reference", default=TORCH, help="encoder compared against")
+    parser.add_argument("--candidate", default=ONNX, help="encoder measured")
     args = parser.parse_args()
+    pair = (args.reference, args.candidate)
     print(header(), flush=True)
     folder = DATA / args.set
     for section in args.sections:
@@ -259,9 +270,9 @@ def main() -> None:
         elif section == "stages":
             rows = [bench_stages(folder, args.stage_images)]
         elif section == "sort":
-            rows = bench_sort(folder)
+            rows = bench_sort(folder, pair)
         elif section == "agree":
-            rows = bench_agree(args.agree_sets)
+            rows = bench_agree(args.agree_sets, pair)
         else:
             rows = [bench_install(args.venv)]
         for row in rows:
