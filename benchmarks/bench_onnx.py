@@ -20,10 +20,11 @@ the children's peak memory is their own):
     python benchmarks/bench_onnx.py --sections install --venv /tmp/medsort-venv
 
 ``--reference`` and ``--candidate`` change the pair compared by ``sort`` and ``agree``
-(default: the torch path against the ONNX default), e.g. the int8 graph against the default:
+(default: the torch path against the ONNX default), e.g. the int8 graph of
+``benchmarks/int8_lite.py`` against the default:
 
     python benchmarks/bench_onnx.py --sections sort agree \
-        --reference efficientnet_lite0 --candidate efficientnet_lite0_int8
+        --reference efficientnet_lite0 --candidate adapted:/tmp/lite0-int8
 """
 
 from __future__ import annotations
