@@ -24,12 +24,16 @@ import argparse
 import dataclasses
 import json
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_onnx import DATA, DEV_SETS, REPO  # noqa: E402
 
 from medsort.embed.onnx_encoder import ADAPTED_CONFIG, ADAPTED_GRAPH
 from medsort.embed.registry import create_encoder
@@ -43,16 +47,6 @@ NODES = {
     "head": ["/_blocks.15/_project_conv/Conv", "/_conv_head/Conv"],
 }
 """Short names of the Lite0 graph's nodes that ``--float-nodes`` keeps in float32."""
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-DEV_SETS = [
-    "lung-histology",
-    "chest-xray-28",
-    "blood-cells-128",
-    "breast-ultrasound-28",
-    "brain-mri",
-    "dermoscopy",
-]
 
 
 def calibration_batches(
