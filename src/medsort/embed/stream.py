@@ -284,10 +284,11 @@ def worker_batch(encoder: Encoder) -> int:
 
 
 MEASURING = threading.Lock()
-"""Held by the decoding thread that measures an image. Measuring is many small NumPy
-calls, each releasing and retaking the GIL: two threads measuring at once trade the GIL
-on every call, which cost them 1.3-1.6x the CPU of measuring alone (docs/benchmarks.md).
-One at a time, the other thread runs the model (which holds no GIL) or decodes."""
+"""Held by the decoding thread that measures an image (and writes its thumbnail).
+Measuring is many small NumPy calls, each releasing and retaking the GIL: two threads
+measuring at once trade the GIL on every call, which cost them 1.2-1.9x the CPU of
+measuring alone (docs/benchmarks.md). One at a time, the other thread runs the model
+(which holds no GIL) or decodes."""
 
 
 def _measure(
