@@ -7,7 +7,9 @@ first reference, from b02c22c before issue 15's refactor, matched every refactor
 and the changes since are intended: issue 12's vote on the view weighting moves 3 demo
 images and breast ultrasound's groups, issue 13 measures the pixel signatures of large
 JPEGs on the reduced decode, issue 17 adds ``encoder_spec`` and ``encoder_licence`` to
-``run.json``), or, with ``--against
+``run.json``; rewritten on 2026-12-03, when large non-JPEG images began to be box-reduced
+to the draft size: brain-MRI's one 1920 x 1080 PNG changes its measures and the
+distances, not a group or a predicted label), or, with ``--against
 REV``, one sorted right now by the source of a git revision (``git archive``, no worktree).
 Compared, every cell: ``assignments.csv``, ``items.csv``, ``skipped.csv``, the audit's
 duplicates, near duplicates, outliers and quality tables, ``medsort suggest``'s

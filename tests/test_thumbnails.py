@@ -27,8 +27,8 @@ from medsort.sorter import Sorter
 
 def mixed_folder(root: Path) -> tuple[Path, str]:
     """Demo PNGs, a 16-bit PNG, an RGBA PNG, two DICOMs, a small JPEG (decoded full size
-    with the draft option on) and a large one (decoded at 1/2); returns the folder and the
-    large JPEG's name."""
+    with the draft option on), a large one (decoded at 1/2) and a large PNG (box-reduced
+    by 2); returns the folder and the large files' names."""
     images = root / "images"
     images.mkdir()
     for source in sorted(demo_folder().glob("*.png"))[:12]:
@@ -44,12 +44,13 @@ def mixed_folder(root: Path) -> tuple[Path, str]:
     smooth = np.kron(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8), np.ones((10, 10, 1)))
     Image.fromarray(smooth[:200, :300].astype(np.uint8)).save(images / "small.jpg", quality=90)
     Image.fromarray(smooth.astype(np.uint8)).resize((1000, 900)).save(images / "large.jpg")
-    return images, "large.jpg"
+    Image.fromarray(smooth.astype(np.uint8)).resize((950, 1100)).save(images / "large.png")
+    return images, ["large.jpg", "large.png"]
 
 
 def is_drafted(image: Image.Image) -> bool:
-    """Whether the read pass decodes ``image`` at a reduced scale (1/2 still keeps 448)."""
-    return image.format == "JPEG" and min(image.size) >= 2 * 448
+    """Whether the read pass reads ``image`` at a reduced size (1/2 still keeps 448)."""
+    return min(image.size) >= 2 * 448
 
 
 def fresh_thumbnails(out: Path, images: Path, rows: pd.DataFrame) -> dict[str, bytes]:
@@ -60,10 +61,10 @@ def fresh_thumbnails(out: Path, images: Path, rows: pd.DataFrame) -> dict[str, b
     return {path.name: path.read_bytes() for path in (out / "thumbs").glob("*.jpg")}
 
 
-def test_a_cold_sorts_report_reads_only_what_the_read_pass_could_not_thumbnail(
+def test_a_cold_sorts_report_reads_no_image_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    images, drafted = mixed_folder(tmp_path)
+    images, large = mixed_folder(tmp_path)
     read_again: list[str] = []
     real_iter_images = thumbnails.iter_images
 
@@ -76,7 +77,8 @@ def test_a_cold_sorts_report_reads_only_what_the_read_pass_could_not_thumbnail(
     sorter = Sorter(cache=tmp_path / "cache", progress=False, thumbnails=True)
     monkeypatch.chdir(tmp_path)  # a relative input folder, as typed on the command line
     sort_folder(Path(images.name), out, sorter, audit=False)
-    assert read_again == [drafted]  # the JPEG decoded at 1/2 for the model, full size here
+    assert read_again == []  # the large ones too: read at the thumbnails' draft size
+    assert all(is_drafted(Image.open(images / name)) for name in large)
     rows = pd.read_csv(out / "assignments.csv", keep_default_na=False)[["path", "item"]]
     made = {path.name: path.read_bytes() for path in (out / "thumbs").glob("*.jpg")}
     monkeypatch.setattr(thumbnails, "iter_images", real_iter_images)
@@ -103,8 +105,8 @@ def test_without_a_cache_folder_or_the_option_the_report_makes_them(
 def test_read_pass_thumbnails_equal_the_reports_on_real_images(
     tmp_path: Path, name: str, n: int
 ) -> None:
-    """Real JPEGs of every size: brain-MRI's large ones are decoded at a reduced scale
-    (no thumbnail then), all others give the report's bytes."""
+    """Real JPEGs and PNGs of every size, brain-MRI's large ones read at a reduced size:
+    every thumbnail is written, with the report's bytes."""
     images = tmp_path / "images"
     images.mkdir()
     for source in sorted((shared_set(name) / "images").iterdir())[:n]:
@@ -118,6 +120,6 @@ def test_read_pass_thumbnails_equal_the_reports_on_real_images(
     fresh = fresh_thumbnails(tmp_path / "out", images, rows)
     written = {path.name: path.read_bytes() for path in shared.glob("*.jpg")}
     assert written and all(fresh[name] == data for name, data in written.items())
+    assert len(written) == len(files)
     drafted = sum(is_drafted(Image.open(f)) for f in files)
-    assert len(written) == len(files) - drafted
     assert drafted > 0 or name != "brain-mri"

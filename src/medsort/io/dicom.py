@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medsort.io import intensity
-from medsort.io.admission import Budget, check_array
+from medsort.io.admission import Budget, check_array, draft_factor
 from medsort.io.image import MedImage
 from medsort.io.phi import safe_meta, scrub
 from medsort.io.readers import ReadError, ReadOptions, register_reader
@@ -63,10 +63,16 @@ class DicomReader:
         meta = file_meta(ds, options)
         for index in frame_indices(n_frames, options.frames):
             raw = decode_frame(ds, index, n_frames)
-            pixels, voi = display_pixels(ds, raw, index, options.window)
+            height, width = raw.shape[:2]
+            factor = draft_factor(width, height, options.draft_size) if is_grey(ds, raw) else 1
+            pixels, voi = display_pixels(
+                ds, intensity.reduce_stored(raw, factor), index, options.window
+            )
             item = f"frame={index + 1}" if n_frames > 1 else ""
-            shape = {"width": int(pixels.shape[1]), "height": int(pixels.shape[0]), "voi": voi}
-            yield MedImage(pixels=pixels, path=path, item=item, meta={**meta, **shape})
+            shape = {"width": width, "height": height, "voi": voi}
+            yield MedImage(
+                pixels=pixels, path=path, item=item, meta={**meta, **shape}, drafted=factor > 1
+            )
 
 
 def is_dicom_head(head: bytes) -> bool:
@@ -225,6 +231,15 @@ def decode_frame(ds: Dataset, index: int, n_frames: int) -> np.ndarray:
 def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:300]
+
+
+def is_grey(ds: Dataset, raw: np.ndarray) -> bool:
+    """A greyscale frame of more than one bit: its stored values can be averaged (a
+    palette's indices and a binary mask's bits cannot; colour is reduced once shown)."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    return (
+        raw.ndim == 2 and photometric != "PALETTE COLOR" and int(ds.get("BitsAllocated") or 0) != 1
+    )
 
 
 def display_pixels(

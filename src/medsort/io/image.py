@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 
 @dataclass
@@ -44,6 +45,14 @@ class MedImage:
     @property
     def is_gray(self) -> bool:
         return self.pixels.ndim == 2
+
+    def reduced(self, factor: int) -> MedImage:
+        """This item box-reduced by a whole ``factor`` (1: itself), marked ``drafted``;
+        meta keeps the size it was read at."""
+        if factor == 1:
+            return self
+        pixels = np.asarray(Image.fromarray(np.ascontiguousarray(self.pixels)).reduce(factor))
+        return replace(self, pixels=pixels, drafted=True)
 
     def rgb(self) -> np.ndarray:
         """Pixels as ``(H, W, 3)`` uint8; gray is repeated over three channels."""

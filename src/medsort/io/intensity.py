@@ -8,6 +8,7 @@ inversion and NaN handling all live in this module.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     # name: (centre, width) in Hounsfield units
@@ -130,6 +131,20 @@ def scale_to_uint8(
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     return _to_uint8((data - low) / (high - low))
+
+
+def reduce_stored(values: np.ndarray, factor: int) -> np.ndarray:
+    """2D stored values box-reduced by a whole ``factor`` (edge blocks averaged over what
+    they hold), integers rounded back to their type: LUTs index them afterwards.
+
+    Reducing before the modality and VOI transforms, not after, spares them ``factor``²
+    as many pixels (a 2000 x 2400 DICOM's windowing took 57 ms of its 66 ms read)."""
+    if factor == 1:
+        return values
+    reduced = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").reduce(factor))
+    if np.issubdtype(values.dtype, np.integer):
+        return np.rint(reduced).astype(values.dtype)
+    return reduced.astype(values.dtype)
 
 
 def invert(display: np.ndarray) -> np.ndarray:

@@ -24,6 +24,8 @@ from medsort.io.admission import (
     check_array,
     check_pixels,
     display_factor,
+    draft_factor,
+    reduction_factor,
 )
 from medsort.io.errors import ReadError
 from medsort.io.image import MedImage
@@ -58,8 +60,9 @@ class ReadOptions:
     non-identifying allow-list of :mod:`medsort.io.phi` is ever copied otherwise."""
     draft_size: int | None = None
     """JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8, in the DCT) while both sides
-    stay at least this many pixels; ``None`` or ``0`` decodes full size. The embed stage
-    sets it to twice the encoder's input size (the encoder sees no more)."""
+    stay at least this many pixels, and every other image is box-reduced after decoding
+    by the largest whole factor that keeps them so; ``None`` or ``0`` reads full size.
+    The embed stage sets it to twice the encoder's input size (the encoder sees no more)."""
     budget: Budget = DEFAULT_BUDGET
     """What a file may make a reader allocate (:mod:`medsort.io.admission`); it decides
     which files are read, not their pixels, so it is not part of the cache key."""
@@ -122,7 +125,8 @@ def read_file(path: Path, options: ReadOptions | None = None) -> list[MedImage]:
 
 
 def iter_images(path: Path, options: ReadOptions) -> Iterator[MedImage]:
-    """Yield a file's items lazily (slides can hold thousands of tiles).
+    """Yield a file's items lazily (slides can hold thousands of tiles); with
+    ``options.draft_size``, each reduced by :func:`~medsort.io.admission.draft_factor`.
 
     Any failure, whatever the decoder raised, comes out as :class:`ReadError` with a
     reason fit for skipped.csv.
@@ -136,7 +140,8 @@ def iter_images(path: Path, options: ReadOptions) -> Iterator[MedImage]:
     try:
         for image in reader.read(path, options):
             image.meta.setdefault("file_size", size)
-            yield image
+            height, width = image.pixels.shape[:2]
+            yield image.reduced(draft_factor(width, height, options.draft_size))
     except ReadError:
         raise
     except Exception as error:  # any decoder failure is a skip reason, not a crash
@@ -182,8 +187,11 @@ class RasterReader:
             "bit_depth": _bit_depth(image),
             "compression": str(image.info.get("compression", "")),
         }
-        pixels = _display_pixels(_reduced(image))
-        yield MedImage(pixels=pixels, path=path, meta=meta, drafted=image.size != size)
+        factor = reduction_factor(image.width, image.height, options.draft_size)
+        # Drafted: not the pixels a read without the draft option gives (the report's).
+        drafted = image.size != size or factor != display_factor(image.width, image.height)
+        pixels = _display_pixels(_reduced(image, factor))
+        yield MedImage(pixels=pixels, path=path, meta=meta, drafted=drafted)
 
 
 def open_within_budget(path: Path, budget: Budget) -> Image.Image:
@@ -210,10 +218,10 @@ def open_within_budget(path: Path, budget: Budget) -> Image.Image:
     return image
 
 
-def _reduced(image: Image.Image) -> Image.Image:
-    """A very large raster reduced for display (:data:`DISPLAY_MAX_SIDE`); meta keeps the
-    original size."""
-    factor = display_factor(image.width, image.height)
+def _reduced(image: Image.Image, factor: int) -> Image.Image:
+    """A large raster reduced by a whole ``factor``
+    (:func:`~medsort.io.admission.reduction_factor`) before its display conversion, so
+    16-bit scaling runs on fewer pixels; meta keeps the original size."""
     if factor == 1:
         return image
     if image.mode in ("P", "1"):

@@ -33,6 +33,16 @@ PREVIEW_SIZE = 256
 """Side of the cached thumbnails: sharp in the grid, and the large view's image."""
 THUMB_DIR = "thumbs"
 JPEG_QUALITY = 85
+THUMBNAIL_DRAFT = 448
+"""Thumbnails are made from images read at this draft size (``ReadOptions.draft_size``):
+still more pixels than the 256-px preview needs, and the size the default encoder's
+read pass decodes at (twice its 224-px input), so that pass can write every thumbnail,
+large images included, and the report decodes none of them again."""
+
+
+def thumbnail_options(options: ReadOptions) -> ReadOptions:
+    """How an image is read for its thumbnail: ``options`` at :data:`THUMBNAIL_DRAFT`."""
+    return replace(options, draft_size=THUMBNAIL_DRAFT)
 
 
 def file_stamp(source: Path) -> str:
@@ -158,13 +168,14 @@ class ThumbnailWriter:
 
     @cached_property
     def _token(self) -> str:
-        return self.options.cache_token()
+        return thumbnail_options(self.options).cache_token()
 
     def _same_pixels(self, decoded: ReadOptions, image: MedImage) -> bool:
-        """Whether the report, reading with :attr:`options`, gets ``image``'s pixels: the
-        read pass's options differ from its by the JPEG draft size alone, and a draft
-        only matters when it reduced the image."""
+        """Whether the report, reading with :func:`thumbnail_options`, gets ``image``'s
+        pixels: the same options, or (another encoder's draft size) options that differ
+        by the draft size alone on an image that neither draft reduces."""
         if decoded.cache_token() == self._token:
             return True
-        same_otherwise = replace(decoded, draft_size=self.options.draft_size)
-        return not image.drafted and same_otherwise.cache_token() == self._token
+        same_otherwise = replace(decoded, draft_size=THUMBNAIL_DRAFT)
+        unreduced = min(image.pixels.shape[:2]) < 2 * (THUMBNAIL_DRAFT - 1)
+        return not image.drafted and unreduced and same_otherwise.cache_token() == self._token

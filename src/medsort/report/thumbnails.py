@@ -38,6 +38,7 @@ from medsort.io.thumbnails import (
     jpeg_bytes,
     place,
     thumbnail_name,
+    thumbnail_options,
     write_jpeg,
 )
 
@@ -68,7 +69,7 @@ def thumbnail_uris(
         found = {i: s for i in items if (s := _ACTIVE.src_of(Path(path), i))}
     wanted = set(items) - set(found)
     if wanted:
-        for item, image in _read_items(Path(path), wanted, options):
+        for item, image in _read_items(Path(path), wanted, thumbnail_options(options)):
             found[item] = _data_uri(image, size)
     return found
 
@@ -100,7 +101,9 @@ class ThumbnailStore:
     out_dir : Path
         The output folder; thumbnails go to its ``thumbs/`` sub-folder.
     options : ReadOptions
-        How the sort read the pixels (window, frames, ...), part of every name.
+        How the sort read the pixels (window, frames, ...); images are read with them at
+        the thumbnails' draft size (:func:`~medsort.io.thumbnails.thumbnail_options`),
+        and they are part of every name.
     size : int
         Longest side of a thumbnail in pixels.
     shared : Path, optional
@@ -116,14 +119,14 @@ class ThumbnailStore:
         shared: Path | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
-        self.options = options
+        self.options = thumbnail_options(options)
         self.size = size
         self.shared = None if shared is None else Path(shared)
         self.n_shared_ = 0
         self.n_read_ = 0
         self.n_failed_ = 0
         self._src: dict[tuple[str, str], str] = {}
-        self._options_token = options.cache_token()
+        self._options_token = self.options.cache_token()
 
     @property
     def folder(self) -> Path:
