@@ -74,6 +74,29 @@ def test_grey_images_are_never_flipped() -> None:
         assert view[:, :40].mean() > view[:, -40:].mean()
 
 
+def test_the_folder_is_read_as_the_sorts_read_pass_reads_it(tmp_path: Path) -> None:
+    """At the draft size (a 2000-px PNG box-reduced by 4): the inputs the adapted encoder
+    is later given by ``medsort sort``."""
+    from PIL import Image
+
+    from medsort.adapt.data import decode_folder
+    from medsort.embed.stream import decode_options
+    from medsort.io.readers import read_file
+    from medsort.preprocess import to_model_input
+
+    source = sorted(demo_folder().glob("*.png"))[0]
+    path = tmp_path / "images" / "large.png"
+    path.parent.mkdir()
+    Image.open(source).convert("RGB").resize((2000, 1800), Image.Resampling.BICUBIC).save(path)
+    encoder = create_encoder("efficientnet_lite0", device="cpu")
+    decoded = decode_folder(path.parent, encoder.config, quiet=True)
+    as_sorted = read_file(path, decode_options(None, encoder))[0]
+    assert as_sorted.drafted
+    np.testing.assert_array_equal(
+        decoded.pixels[0], to_model_input(as_sorted.rgb(), encoder.config)
+    )
+
+
 def test_adapted_encoder_needs_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="adapted:MODEL_DIR"):
         create_encoder("adapted")

@@ -77,7 +77,8 @@ def decode_folder(
     if max_images is not None and len(files) > max_images:
         keep = np.sort(np.random.default_rng(seed).choice(len(files), max_images, replace=False))
         files = [files[i] for i in keep]
-    options = options or ReadOptions()
+    # Read at the draft size the sort's read pass uses: the inputs it will embed.
+    options = (options or ReadOptions()).for_input(config.size)
 
     def read(path: Path) -> tuple[str, list[np.ndarray], list[str]] | tuple[str, str]:
         try:

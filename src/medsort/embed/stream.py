@@ -19,7 +19,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +178,7 @@ def decode_options(options: ReadOptions | None, encoder: Encoder) -> ReadOptions
     10 images and 0.585 (a set grouped near chance, see docs/benchmarks.md). A 4000x3000
     photo still decodes at 1/4 scale.
     """
-    options = options or ReadOptions()
-    if options.draft_size is None:
-        return replace(options, draft_size=2 * encoder.config.size)
-    return options
+    return (options or ReadOptions()).for_input(encoder.config.size)
 
 
 def cache_token(options: ReadOptions, views: bool = True) -> str:

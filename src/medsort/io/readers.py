@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -71,6 +71,11 @@ class ReadOptions:
         # Options rebuilt from run.json carry the budget as a plain dict.
         if isinstance(self.budget, dict):
             object.__setattr__(self, "budget", Budget(**self.budget))
+
+    def for_input(self, size: int) -> ReadOptions:
+        """These options with :attr:`draft_size` twice a model's input ``size``, unless
+        already chosen (``0`` keeps full-size reading)."""
+        return self if self.draft_size is not None else replace(self, draft_size=2 * size)
 
     def cache_token(self) -> str:
         values = asdict(self)
