@@ -64,6 +64,16 @@ def test_rgba_and_palette_become_rgb(tmp_path: Path) -> None:
     assert image.pixels.shape == (10, 10, 3)
 
 
+def test_grey_with_alpha_stays_grey(tmp_path: Path) -> None:
+    grey_alpha = np.zeros((10, 10, 2), dtype=np.uint8)
+    grey_alpha[..., 0] = 120
+    grey_alpha[5:, :, 1] = 255  # transparent top half composites onto black
+    Image.fromarray(grey_alpha, mode="LA").save(tmp_path / "la.png")
+    [image] = read_file(tmp_path / "la.png")
+    assert image.is_gray and image.pixels.shape == (10, 10)
+    assert image.pixels[0, 0] == 0 and image.pixels[9, 9] == 120
+
+
 def test_bmp_and_jpeg(tmp_path: Path) -> None:
     array = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     Image.fromarray(array).save(tmp_path / "a.bmp")

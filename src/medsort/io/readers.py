@@ -256,9 +256,10 @@ def _display_pixels(image: Image.Image) -> np.ndarray:
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
+        grey = image.mode == "LA"
         background = Image.new(image.mode, image.size)
         image = Image.alpha_composite(background.convert("RGBA"), image.convert("RGBA"))
-        image = image.convert("RGB") if image.mode != "LA" else image.convert("L")
+        image = image.convert("L" if grey else "RGB")
     if image.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         image = image.convert("RGB")
     pixels = np.asarray(image)
