@@ -67,6 +67,11 @@ def test_ray_matches_local_shares_the_cache_and_skips(
     ray_result, local_result = on_ray.result_, local.result_
     assert list(ray_result.assignments["path"]) == list(local_result.assignments["path"])
     np.testing.assert_allclose(ray_result.embeddings, local_result.embeddings, atol=1e-5)
+    # The pixel signatures come back too: the audit need not read an image again.
+    expected = {"stats", "descriptors", "hashes"}
+    assert set(ray_result.signatures) == set(local_result.signatures) == expected
+    for name, array in local_result.signatures.items():
+        np.testing.assert_array_equal(ray_result.signatures[name], array)
     np.testing.assert_array_equal(on_ray.labels_, local.labels_)
     np.testing.assert_array_equal(on_ray.modality_labels_, local.modality_labels_)
     assert set(ray_result.skipped["path"]) == set(local_result.skipped["path"]) == BROKEN

@@ -301,27 +301,35 @@ def _store_block(
 ) -> int:
     """Put one result block into the cache and the result maps; return files embedded."""
     embedded = 0
-    for index, key, items, n, dim, vectors, view_dims, views, error in zip(
+    rows = zip(
         block["index"],
         block["key"],
         block["items"],
         block["n"],
         block["dim"],
         block["vectors"],
-        block["view_dims"],
-        block["views"],
+        zip(block["view_dims"], block["views"], strict=True),
+        zip(block["signature_dims"], block["signatures"], strict=True),
         block["error"],
         strict=True,
-    ):
+    )
+    for index, key, items, n, dim, vectors, views, measured, error in rows:
         if error:
             skipped[int(index)] = str(error)
             continue
         matrix = np.frombuffer(vectors, dtype=np.float32).reshape(int(n), int(dim))
-        entry = CachedFile(json.loads(items), matrix, unpack_views(str(view_dims), bytes(views)))
+        entry = CachedFile(
+            json.loads(items), matrix, _unpacked(*views), signatures=_unpacked(*measured)
+        )
         cache.put(str(key), entry)
         done[int(index)] = entry
         embedded += 1
     return embedded
+
+
+def _unpacked(dims: str, blob: bytes) -> dict[str, np.ndarray]:
+    """Arrays of :func:`~medsort.embed.views.pack_views` (views, pixel signatures)."""
+    return unpack_views(str(dims), bytes(blob))
 
 
 def _shard_folder(shards_dir: Path | None) -> Path | None:
@@ -349,6 +357,10 @@ def _write_shard(block: dict[str, np.ndarray], path: Path) -> None:
             "vectors": pa.array([bytes(v) for v in block["vectors"][keep]], pa.binary()),
             "view_dims": pa.array([str(v) for v in block["view_dims"][keep]], pa.string()),
             "views": pa.array([bytes(v) for v in block["views"][keep]], pa.binary()),
+            "signature_dims": pa.array(
+                [str(v) for v in block["signature_dims"][keep]], pa.string()
+            ),
+            "signatures": pa.array([bytes(v) for v in block["signatures"][keep]], pa.binary()),
         }
     )
     pq.write_table(table, path)
@@ -430,8 +442,11 @@ def _result_columns(
     collector: _Collector,
     dim: int,
 ) -> dict[str, np.ndarray]:
-    """One output row per input file: items (JSON), vectors (float32 bytes) or an error."""
-    items, counts, vectors, view_dims, views, errors = [], [], [], [], [], []
+    """One output row per input file: items (JSON), vectors, views and pixel signatures
+    (float32 bytes) or an error."""
+    items, counts, vectors, errors = [], [], [], []
+    views: list[tuple[str, bytes]] = []
+    measured: list[tuple[str, bytes]] = []
     for position, key in enumerate(keys):
         entry = collector.entries.get(key)
         error = pending[position].error
@@ -441,16 +456,15 @@ def _result_columns(
             items.append("[]")
             counts.append(0)
             vectors.append(b"")
-            view_dims.append("{}")
-            views.append(b"")
+            views.append(("{}", b""))
+            measured.append(("{}", b""))
             errors.append(error)
             continue
         items.append(json.dumps(entry.items, default=str))
         counts.append(len(entry.items))
         vectors.append(np.ascontiguousarray(entry.vectors, dtype=np.float32).tobytes())
-        dims, blob = pack_views(entry.views)
-        view_dims.append(dims)
-        views.append(blob)
+        views.append(pack_views(entry.views))
+        measured.append(pack_views(entry.signatures))
         errors.append("")
     return {
         "index": np.asarray(indices, dtype=np.int64),
@@ -459,7 +473,9 @@ def _result_columns(
         "n": np.asarray(counts, dtype=np.int64),
         "dim": np.full(len(keys), dim, dtype=np.int64),
         "vectors": np.asarray(vectors, dtype=object),
-        "view_dims": np.asarray(view_dims, dtype=object),
-        "views": np.asarray(views, dtype=object),
+        "view_dims": np.asarray([dims for dims, _ in views], dtype=object),
+        "views": np.asarray([blob for _, blob in views], dtype=object),
+        "signature_dims": np.asarray([dims for dims, _ in measured], dtype=object),
+        "signatures": np.asarray([blob for _, blob in measured], dtype=object),
         "error": np.asarray(errors, dtype=object),
     }
