@@ -70,12 +70,6 @@ def draft_factor(width: int, height: int, draft_size: int | None) -> int:
     return max(1, min(width, height) // draft_size) if draft_size else 1
 
 
-def reduction_factor(width: int, height: int, draft_size: int | None = None) -> int:
-    """The whole factor a decoded raster is reduced by (box filter): the larger of
-    :func:`display_factor` and :func:`draft_factor`."""
-    return max(display_factor(width, height), draft_factor(width, height, draft_size))
-
-
 _KINDS = (
     (stat.S_ISFIFO, "a named pipe"),
     (stat.S_ISCHR, "a character device"),

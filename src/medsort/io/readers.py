@@ -25,7 +25,6 @@ from medsort.io.admission import (
     check_pixels,
     display_factor,
     draft_factor,
-    reduction_factor,
 )
 from medsort.io.errors import ReadError
 from medsort.io.image import MedImage
@@ -192,9 +191,10 @@ class RasterReader:
             "bit_depth": _bit_depth(image),
             "compression": str(image.info.get("compression", "")),
         }
-        factor = reduction_factor(image.width, image.height, options.draft_size)
-        # Drafted: not the pixels a read without the draft option gives (the report's).
-        drafted = image.size != size or factor != display_factor(image.width, image.height)
+        display = display_factor(image.width, image.height)
+        factor = max(display, draft_factor(image.width, image.height, options.draft_size))
+        # Drafted: not the pixels a read without the draft option gives.
+        drafted = image.size != size or factor != display
         pixels = _display_pixels(_reduced(image, factor))
         yield MedImage(pixels=pixels, path=path, meta=meta, drafted=drafted)
 
@@ -224,9 +224,9 @@ def open_within_budget(path: Path, budget: Budget) -> Image.Image:
 
 
 def _reduced(image: Image.Image, factor: int) -> Image.Image:
-    """A large raster reduced by a whole ``factor``
-    (:func:`~medsort.io.admission.reduction_factor`) before its display conversion, so
-    16-bit scaling runs on fewer pixels; meta keeps the original size."""
+    """A large raster reduced by a whole ``factor`` (for display, or to the draft size)
+    before its display conversion, so 16-bit scaling runs on fewer pixels; meta keeps
+    the original size."""
     if factor == 1:
         return image
     if image.mode in ("P", "1"):

@@ -177,5 +177,7 @@ class ThumbnailWriter:
         if decoded.cache_token() == self._token:
             return True
         same_otherwise = replace(decoded, draft_size=THUMBNAIL_DRAFT)
+        # Unreduced at THUMBNAIL_DRAFT too: a JPEG draft rounds its halved sides up, so
+        # stay a pixel clear of twice the draft size.
         unreduced = min(image.pixels.shape[:2]) < 2 * (THUMBNAIL_DRAFT - 1)
         return not image.drafted and unreduced and same_otherwise.cache_token() == self._token
