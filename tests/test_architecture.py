@@ -16,6 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medsort"
 LAYERS = ("io", "preprocess", "embed", "adapt", "group", "name", "refine", "audit", "report", "cli")
 TOP_LEVEL = {
+    "arguments": "io",
     "demo": "io",
     "lazy": "io",
     "memo": "io",
@@ -129,6 +130,7 @@ def test_the_numeric_core_imports_no_stage() -> None:
     """``medsort.numeric`` sits below every stage: group, refine and audit all use it."""
     assert imports_of(PACKAGE / "numeric.py") == set()
     assert imports_of(PACKAGE / "plugins.py") == set()
+    assert imports_of(PACKAGE / "arguments.py") == set()
 
 
 REGISTRIES = ("io/readers.py", "report/html.py", "cli.py", "embed/registry.py")

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from medsort import __version__
-from medsort.io.arguments import (
+from medsort.arguments import (
     existing_file,
     existing_path,
     folder_to_write,
     number_between,
     volume_mode,
 )
-from medsort.io.arguments import whole_number as at_least
+from medsort.arguments import whole_number as at_least
 from medsort.plugins import stage_modules
 
 Command = Callable[[argparse.Namespace], int]

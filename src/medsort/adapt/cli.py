@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from medsort.io.arguments import existing_folder, folder_to_write
-from medsort.io.arguments import whole_number as at_least
+from medsort.arguments import existing_folder, folder_to_write
+from medsort.arguments import whole_number as at_least
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

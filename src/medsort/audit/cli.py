@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medsort.io.arguments import existing_file
-from medsort.io.arguments import whole_number as at_least
+from medsort.arguments import existing_file
+from medsort.arguments import whole_number as at_least
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medsort.io.arguments import existing_file, existing_path, number_between
+from medsort.arguments import existing_file, existing_path, number_between
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medsort.io.arguments import whole_number as at_least
+from medsort.arguments import whole_number as at_least
 from medsort.refine.options import (
     DEFAULT_METHOD,
     METHODS,
