@@ -127,7 +127,8 @@ def test_early_stages_import_nothing_later(module: str) -> None:
 
 
 def test_the_numeric_core_imports_no_stage() -> None:
-    """``medsort.numeric`` sits below every stage: group, refine and audit all use it."""
+    """``medsort.numeric`` sits below every stage (group, refine and audit all use it), and
+    so do ``plugins`` and the CLI's argument types (every stage's ``cli.py`` uses them)."""
     assert imports_of(PACKAGE / "numeric.py") == set()
     assert imports_of(PACKAGE / "plugins.py") == set()
     assert imports_of(PACKAGE / "arguments.py") == set()
