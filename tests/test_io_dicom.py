@@ -234,3 +234,11 @@ def test_thumbnails_of_several_frames_in_one_read() -> None:
     assert uris["frame=2"].startswith("data:image/jpeg;base64,")
     assert uris["frame=2"] != uris["frame=5"]
     assert thumbnail_uri(path, "frame=5", options) == uris["frame=5"]
+
+
+def test_undecodable_compressed_dicom_names_its_transfer_syntax(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(bundled("JPEG2000.dcm"))
+    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
+    ds.save_as(tmp_path / "bad_j2k.dcm")
+    with pytest.raises(ReadError, match=r"^cannot decode DICOM pixel data \(JPEG 2000"):
+        read_file(tmp_path / "bad_j2k.dcm")

@@ -204,10 +204,9 @@ def file_meta(ds: Dataset, options: ReadOptions) -> dict[str, Any]:
         meta.update(safe_meta(ds, options.keep_tags))
     except ValueError as error:
         raise ReadError(str(error)) from None
-    syntax = getattr(ds, "file_meta", _empty_meta()).get("TransferSyntaxUID")
+    syntax = transfer_syntax_name(ds)
     if syntax is not None:
-        # An unknown UID's "name" is the UID itself: free text from the file.
-        meta["transfer_syntax"] = str(syntax.name) if syntax.is_transfer_syntax else "unknown"
+        meta["transfer_syntax"] = syntax
     meta["bit_depth"] = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
     meta["n_frames"] = number_of_frames(ds)
     return meta
@@ -225,7 +224,17 @@ def decode_frame(ds: Dataset, index: int, n_frames: int) -> np.ndarray:
         reason = scrub(_one_line(error), ds)
         if "less than expected" in reason or "shorter than" in reason:
             raise ReadError(f"truncated DICOM pixel data: {reason}") from None
-        raise ReadError(f"cannot decode DICOM pixel data: {reason}") from None
+        syntax = transfer_syntax_name(ds) or "no transfer syntax"
+        raise ReadError(f"cannot decode DICOM pixel data ({syntax}): {reason}") from None
+
+
+def transfer_syntax_name(ds: Dataset) -> str | None:
+    """The file's transfer syntax by name (``"unknown"`` for a UID pydicom does not know)."""
+    syntax = getattr(ds, "file_meta", _empty_meta()).get("TransferSyntaxUID")
+    if syntax is None:
+        return None
+    # An unknown UID's "name" is the UID itself: free text from the file.
+    return str(syntax.name) if syntax.is_transfer_syntax else "unknown"
 
 
 def _one_line(error: Exception) -> str:
