@@ -14,6 +14,7 @@ from conftest import shared_set
 from PIL import Image
 
 from medsort.audit import run_audit
+from medsort.embed.cache import content_hash
 from medsort.io import signatures
 from medsort.pipeline import sort_folder
 from medsort.results import SIGNATURES, SortResult
@@ -69,8 +70,11 @@ def test_recorded_audit_equals_reread_audit_with_copies(demo_images: Path, tmp_p
     with Image.open(names[1]) as image:
         image.convert("RGB").save(demo_images / "copy.jpg", quality=90)
     Image.new("L", (28, 28), 0).save(demo_images / "blank.png")
+    shutil.copy(names[2], demo_images / "same bytes.png")
     audit = _assert_recorded_equals_reread(demo_images, tmp_path)
     assert audit["hygiene"]["quality"]["by_flag"].get("blank") == 1
+    duplicates = (tmp_path / "recorded" / "duplicates.csv").read_text()
+    assert "same bytes.png" in duplicates and names[2].name in duplicates
 
 
 def test_cached_rerun_decodes_no_image(
@@ -87,13 +91,21 @@ def test_cached_rerun_decodes_no_image(
     monkeypatch.setattr("medsort.embed.stream.iter_images", no_decoding)
     monkeypatch.setattr("medsort.audit.hygiene.pixel_pass", no_decoding)
     monkeypatch.setattr("medsort.report.thumbnails._read_items", no_decoding)
+
+    def no_hashing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the audit hashed the files again")
+
+    monkeypatch.setattr("medsort.audit.hygiene.file_hashes", no_hashing)
     sort_folder(demo_images, tmp_path / "second", Sorter(cache=cache, progress=False))
     first, second = tmp_path / "first", tmp_path / "second"
     assert _audit_without_timings(first) == _audit_without_timings(second)
     assert filecmp.cmp(first / "assignments.csv", second / "assignments.csv", shallow=False)
     thumbs = sorted(p.name for p in (second / "thumbs").glob("*.jpg"))
     assert thumbs and thumbs == sorted(p.name for p in (first / "thumbs").glob("*.jpg"))
-    assert SortResult.load(second).run["n_embedded_files"] == 0
+    result = SortResult.load(second)
+    assert result.run["n_embedded_files"] == 0
+    paths = result.assignments["path"]
+    assert result.file_hashes() == [content_hash(demo_images / path) for path in paths]
 
 
 @pytest.mark.slow

@@ -6,7 +6,8 @@
 ``skipped.csv``      every file that could not be used, and why
 ``run.json``         input folder, encoder, options and counts
 ``signatures.npz``   the audit's pixel signatures per item (:mod:`medsort.io.signatures`),
-                     measured in the read pass; absent when any item lacks them
+                     measured in the read pass (absent when any item lacks them), and
+                     ``file_hash``: the content hash of each item's file as it was read
 
 Every file is replaced atomically (:mod:`medsort.io.outputs`). While a sort writes a
 folder, :data:`INCOMPLETE` marks it: the marker is created before the first output and
@@ -46,6 +47,8 @@ ITEMS = "items.csv"
 EMBEDDINGS = "embeddings.npy"
 SKIPPED = "skipped.csv"
 SIGNATURES = "signatures.npz"
+FILE_HASH = "file_hash"
+"""Array of ``signatures.npz`` with each row's file content hash (hex, as the cache keys)."""
 RUN = "run.json"
 REPORT = "report.html"
 INCOMPLETE = ".medsort-incomplete"
@@ -169,6 +172,14 @@ class SortResult:
 
     def __post_init__(self) -> None:
         self.run = RunInfo.from_dict(self.run)
+
+    def file_hashes(self) -> list[str] | None:
+        """Content hash of each row's file when it was read (``None`` for folders written
+        before they were recorded)."""
+        hashes = self.signatures.get(FILE_HASH)
+        if hashes is None or len(hashes) != len(self.assignments):
+            return None
+        return [value.decode("ascii") for value in hashes.tolist()]
 
     @property
     def input_dir(self) -> Path:

@@ -39,7 +39,7 @@ from medsort.modality_encoders import (
     adapted_reference,
     parse_encoder_for,
 )
-from medsort.results import ASSIGNMENT_COLUMNS, RunInfo, SortResult, skipped_table
+from medsort.results import ASSIGNMENT_COLUMNS, FILE_HASH, RunInfo, SortResult, skipped_table
 
 
 class NoReadableImageError(ValueError):
@@ -379,7 +379,7 @@ class Sorter(BaseEstimator):
             embeddings=embedded.vectors,
             skipped=skipped,
             run=self._run_info(input_dir, embedded),
-            signatures=embedded.signatures,
+            signatures={**embedded.signatures, FILE_HASH: np.array(embedded.hashes, dtype="S")},
         )
 
     def _run_info(self, input_dir: Path, embedded: Embedded) -> RunInfo:

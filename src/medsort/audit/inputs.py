@@ -17,8 +17,9 @@ from medsort.results import SortResult
 
 def row_hashes(result: SortResult) -> list[str]:
     """Content hash of each row's source file (``""`` where it cannot be read now)."""
-    if "hash" in result.items.columns:  # recorded by the embed stage
-        return result.items["hash"].astype(str).tolist()
+    recorded = result.file_hashes()  # by the read pass
+    if recorded is not None:
+        return recorded
     paths = result.assignments["path"].tolist()
     unique = list(dict.fromkeys(paths))
     digests = hygiene.file_hashes([result.source_path(p) for p in unique])
