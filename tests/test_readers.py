@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from medsort.io import ReadError, read_file
+from medsort.io.errors import error_text
 from medsort.io.intensity import apply_window, parse_window, scale_to_uint8
 
 
@@ -189,3 +190,15 @@ def test_format_libraries_are_imported_with_the_first_file_of_theirs(tmp_path: P
     ds.save_as(tmp_path / "slice.dcm", enforce_file_format=True)
     dicom = png_only + "assert read_file(Path('slice.dcm'))[0].pixels.shape == (8, 8)\n"
     assert _modules_after(dicom, tmp_path) == ["pydicom"]
+
+
+def test_skip_reasons_are_one_stable_line() -> None:
+    """The same failure gives the same reason in every run: no object address, no
+    folder path, one line."""
+    error = ValueError(
+        "pillow: cannot identify image file <_io.BytesIO object at 0x7f66b14ff920>\n  more"
+    )
+    assert error_text(error) == "pillow: cannot identify image file <_io.BytesIO object> more"
+    missing = FileNotFoundError(2, "No such file or directory", "/home/dr/patients/scan.nii")
+    assert error_text(missing) == "No such file or directory scan.nii"
+    assert error_text(RuntimeError()) == "RuntimeError"

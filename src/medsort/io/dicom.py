@@ -20,6 +20,7 @@ import numpy as np
 
 from medsort.io import intensity
 from medsort.io.admission import Budget, check_array, draft_factor
+from medsort.io.errors import error_text
 from medsort.io.image import MedImage
 from medsort.io.phi import safe_meta, scrub
 from medsort.io.readers import ReadError, ReadOptions, register_reader
@@ -221,7 +222,7 @@ def decode_frame(ds: Dataset, index: int, n_frames: int) -> np.ndarray:
                 return pixel_array(ds, index=index)
             return pixel_array(ds)
     except Exception as error:
-        reason = scrub(_one_line(error), ds)
+        reason = scrub(error_text(error), ds)
         if "less than expected" in reason or "shorter than" in reason:
             raise ReadError(f"truncated DICOM pixel data: {reason}") from None
         syntax = transfer_syntax_name(ds) or "no transfer syntax"
@@ -235,11 +236,6 @@ def transfer_syntax_name(ds: Dataset) -> str | None:
         return None
     # An unknown UID's "name" is the UID itself: free text from the file.
     return str(syntax.name) if syntax.is_transfer_syntax else "unknown"
-
-
-def _one_line(error: Exception) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
 
 
 def is_grey(ds: Dataset, raw: np.ndarray) -> bool:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from medsort.io import intensity
 from medsort.io.admission import DEFAULT_BUDGET, Budget, check_array
+from medsort.io.errors import error_text
 from medsort.io.image import MedImage
 from medsort.io.readers import ReadError, ReadOptions, register_reader
 from medsort.lazy import lazy_module
@@ -68,7 +69,7 @@ def load_volume(
     try:
         image = _load(path)
     except Exception as error:
-        raise ReadError(f"not a readable volume: {_one_line(error)}") from None
+        raise ReadError(f"not a readable volume: {error_text(error)}") from None
     shape = image.shape
     if getattr(image, "affine", None) is None:
         raise ReadError(f"not an image volume ({type(image).__name__} has no affine)")
@@ -78,7 +79,7 @@ def load_volume(
     try:
         data = _first_volume(image)
     except (OSError, EOFError, ValueError) as error:
-        raise ReadError(f"truncated or corrupt volume data: {_one_line(error)}") from None
+        raise ReadError(f"truncated or corrupt volume data: {error_text(error)}") from None
     ornt = nib.orientations.io_orientation(image.affine)
     zooms_in = np.array(image.header.get_zooms()[:3] + (1.0,) * (3 - len(shape[:3])), float)
     data = nib.orientations.apply_orientation(data, ornt)
@@ -152,13 +153,6 @@ def _format_name(image: Any) -> str:
     return {"Nifti1Image": "NIfTI-1", "Nifti2Image": "NIfTI-2", "MGHImage": "MGH"}.get(
         type(image).__name__, type(image).__name__.replace("Image", "")
     )
-
-
-def _one_line(error: Exception) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        name = Path(error.filename).name if error.filename else ""
-        return f"{error.strerror} {name}".strip()
-    return (" ".join(str(error).split()) or type(error).__name__)[:300]
 
 
 def display_mapper(volume: np.ndarray, window: str | None) -> Any:

@@ -26,7 +26,7 @@ from medsort.io.admission import (
     display_factor,
     draft_factor,
 )
-from medsort.io.errors import ReadError
+from medsort.io.errors import ReadError, error_text
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
 from medsort.plugins import import_plugins
@@ -149,12 +149,7 @@ def iter_images(path: Path, options: ReadOptions) -> Iterator[MedImage]:
     except ReadError:
         raise
     except Exception as error:  # any decoder failure is a skip reason, not a crash
-        raise ReadError(f"{reader.name} reader failed: {_describe(error)}") from error
-
-
-def _describe(error: Exception) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+        raise ReadError(f"{reader.name} reader failed: {error_text(error)}") from error
 
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -180,9 +175,9 @@ class RasterReader:
                 image.draft(image.mode, (options.draft_size, options.draft_size))
             image.load()
         except UnidentifiedImageError as error:
-            raise ReadError(f"not a readable image: {_describe(error)}") from error
+            raise ReadError(f"not a readable image: {error_text(error)}") from error
         except OSError as error:
-            raise ReadError(f"corrupt or truncated image: {_describe(error)}") from error
+            raise ReadError(f"corrupt or truncated image: {error_text(error)}") from error
         meta = {
             "format": (image.format or path.suffix.lstrip(".")).upper(),
             "width": size[0],

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from medsort.io.admission import Budget, check_array, display_factor
+from medsort.io.errors import error_text
 from medsort.io.image import MedImage
 from medsort.io.intensity import scale_to_uint8
 from medsort.io.readers import MAX_PIXELS, ReadError, ReadOptions, register_reader
@@ -257,19 +258,15 @@ def open_slide(path: Path, budget: Budget | None = None) -> SlideBackend:
         except ReadError:
             raise
         except Exception as error:  # e.g. a codec tifffile lacks: try OpenSlide
-            errors.append(f"tifffile: {_one_line(error)}")
+            errors.append(f"tifffile: {error_text(error)}")
     if openslide is not None:
         try:
             return OpenSlideBackend(path)
         except Exception as error:
-            errors.append(f"openslide: {_one_line(error)}")
+            errors.append(f"openslide: {error_text(error)}")
     else:
         errors.append("openslide not installed (pip install openslide-bin openslide-python)")
     raise ReadError("cannot open slide: " + "; ".join(errors))
-
-
-def _one_line(error: Exception) -> str:
-    return (" ".join(str(error).split()) or type(error).__name__)[:200]
 
 
 @dataclass(frozen=True)
@@ -459,7 +456,7 @@ class TiffArrayReader:
         except ReadError:
             raise
         except Exception as error:
-            raise ReadError(f"corrupt or truncated TIFF: {_one_line(error)}") from None
+            raise ReadError(f"corrupt or truncated TIFF: {error_text(error)}") from None
         pixels = _samples_last(data, axes)
         height, width = pixels.shape[:2]
         step = display_factor(width, height)
