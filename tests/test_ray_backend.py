@@ -16,6 +16,7 @@ import pytest
 
 from medsort.demo import demo_folder
 from medsort.embed.backends import LocalBackend, RayBackend
+from medsort.results import FILE_HASH
 from medsort.sorter import Sorter
 
 ray = pytest.importorskip("ray")
@@ -67,8 +68,8 @@ def test_ray_matches_local_shares_the_cache_and_skips(
     ray_result, local_result = on_ray.result_, local.result_
     assert list(ray_result.assignments["path"]) == list(local_result.assignments["path"])
     np.testing.assert_allclose(ray_result.embeddings, local_result.embeddings, atol=1e-5)
-    # The pixel signatures come back too: the audit need not read an image again.
-    expected = {"stats", "descriptors", "hashes"}
+    # The pixel signatures and file hashes come back too: the audit need not read a file again.
+    expected = {"stats", "descriptors", "hashes", FILE_HASH}
     assert set(ray_result.signatures) == set(local_result.signatures) == expected
     for name, array in local_result.signatures.items():
         np.testing.assert_array_equal(ray_result.signatures[name], array)
