@@ -202,3 +202,7 @@ def test_skip_reasons_are_one_stable_line() -> None:
     missing = FileNotFoundError(2, "No such file or directory", "/home/dr/patients/scan.nii")
     assert error_text(missing) == "No such file or directory scan.nii"
     assert error_text(RuntimeError()) == "RuntimeError"
+    quoted = OSError(f"cannot identify image file '{Path('/home/dr/x/notes.png')}'")
+    assert (
+        error_text(quoted, Path("/home/dr/x/notes.png")) == "cannot identify image file 'notes.png'"
+    )

@@ -149,7 +149,7 @@ def iter_images(path: Path, options: ReadOptions) -> Iterator[MedImage]:
     except ReadError:
         raise
     except Exception as error:  # any decoder failure is a skip reason, not a crash
-        raise ReadError(f"{reader.name} reader failed: {error_text(error)}") from error
+        raise ReadError(f"{reader.name} reader failed: {error_text(error, path)}") from error
 
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -175,9 +175,9 @@ class RasterReader:
                 image.draft(image.mode, (options.draft_size, options.draft_size))
             image.load()
         except UnidentifiedImageError as error:
-            raise ReadError(f"not a readable image: {error_text(error)}") from error
+            raise ReadError(f"not a readable image: {error_text(error, path)}") from error
         except OSError as error:
-            raise ReadError(f"corrupt or truncated image: {error_text(error)}") from error
+            raise ReadError(f"corrupt or truncated image: {error_text(error, path)}") from error
         meta = {
             "format": (image.format or path.suffix.lstrip(".")).upper(),
             "width": size[0],
