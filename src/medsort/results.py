@@ -5,9 +5,10 @@
 ``embeddings.npy``   the item vectors, rows in the same order
 ``skipped.csv``      every file that could not be used, and why
 ``run.json``         input folder, encoder, options and counts
-``signatures.npz``   the audit's pixel signatures per item (:mod:`medsort.io.signatures`),
-                     measured in the read pass (absent when any item lacks them), and
-                     ``file_hash``: the content hash of each item's file as it was read
+``signatures.npz``   ``file_hash``, the content hash of each item's file as it was read,
+                     and the audit's pixel signatures per item
+                     (:mod:`medsort.io.signatures`), measured in the read pass; those
+                     arrays are left out when any item lacks them
 
 Every file is replaced atomically (:mod:`medsort.io.outputs`). While a sort writes a
 folder, :data:`INCOMPLETE` marks it: the marker is created before the first output and
@@ -159,7 +160,8 @@ class SortResult:
 
     ``assignments`` and ``items`` share row order with ``embeddings`` (and with each
     array of ``signatures``: the pixel measures the audit's hygiene checks use, packed by
-    :func:`medsort.io.signatures.pack`; empty when not measured).
+    :func:`medsort.io.signatures.pack`, absent when not measured; and :data:`FILE_HASH`,
+    each row's file content hash).
     """
 
     assignments: pd.DataFrame

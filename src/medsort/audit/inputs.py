@@ -16,8 +16,9 @@ from medsort.results import SortResult
 
 
 def row_hashes(result: SortResult) -> list[str]:
-    """Content hash of each row's source file (``""`` where it cannot be read now)."""
-    recorded = result.file_hashes()  # by the read pass
+    """Content hash of each row's source file: as the read pass recorded it, or, for
+    folders sorted before it did, hashed now (``""`` where it cannot be read)."""
+    recorded = result.file_hashes()
     if recorded is not None:
         return recorded
     paths = result.assignments["path"].tolist()
