@@ -3,7 +3,8 @@
 For each case it runs the real command in a subprocess with an empty cache, and prints
 wall time, images/s, peak memory, the stage timings from run.json, and ACC/NMI/ARI
 against the labels (which the sort never reads). A mixed folder of chest X-rays and
-lung histology checks the modality split.
+lung histology checks the modality split; every dev set in one folder checks it with six
+modalities (and prints each set's scores inside the mix).
 
     python benchmarks/bench_sort.py                      # every case
     python benchmarks/bench_sort.py --cases lung-histology
@@ -30,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsort.evaluate import evaluate
+from medsort.group.metrics import score_grouping
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CASES: dict[str, tuple[list[str], int | None]] = {
@@ -43,6 +45,17 @@ CASES: dict[str, tuple[list[str], int | None]] = {
     "blood-cells-128": (["blood-cells-128"], None),
     "breast-ultrasound-28 --k 2": (["breast-ultrasound-28"], 2),
     "brain-mri --k 2": (["brain-mri"], 2),
+    "every dev set mixed": (
+        [
+            "chest-xray-28",
+            "lung-histology",
+            "blood-cells-128",
+            "breast-ultrasound-28",
+            "brain-mri",
+            "dermoscopy",
+        ],
+        None,
+    ),
 }
 
 
@@ -99,6 +112,7 @@ def run_case(
     run = json.loads((out / "run.json").read_text())
     scores = evaluate(out, truth)
     modality_purity = purity(out, truth, sets) if len(sets) > 1 else None
+    per_set = scores_per_set(out, truth) if len(sets) > 2 else None
     return {
         "case": name,
         "views": [used["views"] for used in run.get("views_per_modality_group", [])],
@@ -115,6 +129,7 @@ def run_case(
         "ACC": round(scores["acc"], 3),
         "NMI": round(scores["nmi"], 3),
         "ARI": round(scores["ari"], 3),
+        **({"per set": per_set} if per_set else {}),
     }
 
 
@@ -131,6 +146,21 @@ def purity(out: Path, truth: Path, sets: list[str]) -> float:
     source = assignments["path"].str.split("/").str[0]
     majority = source.groupby(assignments["modality_group"]).agg(lambda s: s.mode()[0])
     return round(float((assignments["modality_group"].map(majority) == source).mean()), 4)
+
+
+def scores_per_set(out: Path, truth: Path) -> dict[str, dict[str, float]]:
+    """ACC / NMI / group count of each source set's images inside a mixed sort."""
+    assignments = pd.read_csv(out / "assignments.csv").merge(pd.read_csv(truth), on="path")
+    source = assignments["path"].str.split("/").str[0]
+    out_scores = {}
+    for name, rows in assignments.groupby(source):
+        score = score_grouping(rows["label"].to_numpy(), rows["group"].to_numpy())
+        out_scores[name] = {
+            "ACC": round(score["acc"], 3),
+            "NMI": round(score["nmi"], 3),
+            "groups": int(rows["group"].nunique()),
+        }
+    return out_scores
 
 
 def main() -> None:
