@@ -216,11 +216,16 @@ def verdict_findings(verdict: GroupingVerdict) -> list[Finding]:
     ]
 
 
-def stability_findings(stable: dict[str, Any]) -> list[Finding]:
-    """A note naming the unstable groups (none when every group came back)."""
-    if not stable.get("unstable"):
-        return []
-    return [Finding("note", "stability", messages.stability_message(stable))]
+def stability_findings(stable: dict[str, Any], automatic_k: bool = True) -> list[Finding]:
+    """A note naming the unstable groups (none when every group came back), and one when
+    the reruns found another number of groups than the sort (``automatic_k`` only)."""
+    findings = []
+    if stable.get("unstable"):
+        findings.append(Finding("note", "stability", messages.stability_message(stable)))
+    counts = stable.get("rerun_groups") or []
+    if automatic_k and any(count != stable.get("n_groups") for count in counts):
+        findings.append(Finding("note", "stability", messages.group_count_message(stable)))
+    return findings
 
 
 def hygiene_findings(summary: dict[str, Any]) -> list[Finding]:

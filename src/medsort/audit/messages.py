@@ -183,6 +183,17 @@ def stability_message(stable: dict[str, Any]) -> str:
     )
 
 
+def group_count_message(stable: dict[str, Any]) -> str:
+    """The note that the automatic number of groups changed between reruns."""
+    counts = ", ".join(str(count) for count in stable["rerun_groups"])
+    share = round(100 * stable["fraction"])
+    return (
+        f"The number of groups is not settled: reruns of the grouping on {share} % of the "
+        f"images found {counts} groups, where this sort found {stable['n_groups']}. If you "
+        "know how many conditions the folder holds, sort again with --k."
+    )
+
+
 def class_looks_message(parts: str) -> str:
     """The note that the true classes differ in how their images look."""
     return (

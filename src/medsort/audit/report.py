@@ -92,7 +92,8 @@ def _groups_table(audit: dict[str, Any]) -> str:
         )
     overall = stability.get("overall")
     caption = (
-        f" Whole grouping: {overall:.2f} mean overlap over {stability.get('n_runs')} reruns."
+        f" Whole grouping: {overall:.2f} mean overlap over {stability.get('n_runs')} reruns"
+        f"{_rerun_counts(stability)}."
         if overall is not None
         else ""
     )
@@ -103,6 +104,14 @@ def _groups_table(audit: dict[str, Any]) -> str:
         "<table><tr><th>group</th><th>differs from the others by</th><th>stability</th></tr>"
         f"{''.join(rows)}</table>"
     )
+
+
+def _rerun_counts(stability: dict[str, Any]) -> str:
+    """ ", which found 2, 3, 2 groups" when the reruns' group counts are known."""
+    counts = stability.get("rerun_groups")
+    if not counts:
+        return ""
+    return f", which found {', '.join(str(count) for count in counts)} groups"
 
 
 @register_section(AUDIT_DETAILS)

@@ -181,7 +181,7 @@ def _audit(
 
     clock = time.perf_counter()
     stable = stability()
-    flagged += findings.stability_findings(stable)
+    flagged += findings.stability_findings(stable, automatic_k=result.run.n_clusters is None)
     timings["stability"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -59,7 +59,8 @@ def group_stability(
     -------
     dict
         ``per_group`` ({group id: mean Jaccard}), ``unstable`` (ids below
-        :data:`UNSTABLE`), ``overall`` (size-weighted mean), ``n_runs``, ``fraction``.
+        :data:`UNSTABLE`), ``overall`` (size-weighted mean), ``n_runs``, ``fraction``,
+        ``n_groups`` (the sort's) and ``rerun_groups`` (how many groups each rerun found).
     """
     from medsort.group import TwoLevelGrouper
 
@@ -71,10 +72,12 @@ def group_stability(
         return {"per_group": {}, "unstable": [], "overall": None, "n_runs": 0}
     rng = np.random.default_rng(random_state)
     scores = {int(g): [] for g in ids}
+    rerun_groups = []
     for run in range(n_runs):
         rows = np.sort(rng.choice(n, size=size, replace=False))
         model = TwoLevelGrouper(n_clusters=n_clusters, random_state=random_state + run + 1)
         labels = model.fit(embeddings[rows]).labels_
+        rerun_groups.append(int(model.n_groups_))
         for g in ids:
             members = groups[rows] == g
             if members.any():
@@ -89,4 +92,6 @@ def group_stability(
         "n_runs": n_runs,
         "fraction": fraction,
         "threshold": UNSTABLE,
+        "n_groups": int(len(ids)),
+        "rerun_groups": rerun_groups,
     }
