@@ -3,6 +3,8 @@ automatic number of groups changes between reruns."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from medsort.audit.findings import stability_findings
@@ -48,7 +50,7 @@ def _stability(counts: list[int], n_groups: int) -> dict[str, object]:
 
 def test_reruns_that_disagree_on_the_count_give_a_note_naming_them() -> None:
     notes = stability_findings(_stability([2, 3, 2, 2, 3], 2))
-    assert len(notes) == 1 and notes[0].level == "note"
+    assert len(notes) == 1 and (notes[0].level, notes[0].kind) == ("note", "group_count")
     assert "found 2, 3, 2, 2, 3 groups" in notes[0].message
     assert "this sort found 2" in notes[0].message and "--k" in notes[0].message
     assert "80 %" in notes[0].message
@@ -71,3 +73,17 @@ def test_the_report_says_how_many_groups_the_reruns_found() -> None:
     assert "over 3 reruns, which found 2, 3, 2 groups." in table
     del audit["stability"]["rerun_groups"]
     assert "over 3 reruns." in _groups_table(audit)
+
+
+def test_the_sort_summary_prints_the_count_note_and_no_other_note(tmp_path: Path) -> None:
+    from conftest import make_result
+
+    from medsort.pipeline import summary
+
+    run = {"n_items": 4, "n_skipped": 0, "n_embedded_files": 4}
+    result = make_result(groups=[0, 1, 2, 0], run=run)
+    notes = [f.to_dict() for f in stability_findings(_stability([2, 3, 2], 2))]
+    other = {"level": "note", "kind": "outliers", "message": "3 images are outliers"}
+    text = summary(result, tmp_path, [*notes, other])
+    assert "Note: The number of groups is not settled" in text
+    assert "outliers" not in text

@@ -198,5 +198,8 @@ def summary(result: SortResult, out_dir: Path, findings: list[dict] | None = Non
     warnings = [f for f in findings or [] if f.get("level") == "warning"]
     for finding in warnings:
         lines.append(f"Warning: {finding['message']}")
+    for finding in findings or []:
+        if finding.get("kind") == "group_count":
+            lines.append(f"Note: {finding['message']}")
     lines.append(f"Report: {out_dir / 'report.html'}")
     return "\n".join(lines)

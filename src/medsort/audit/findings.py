@@ -224,7 +224,7 @@ def stability_findings(stable: dict[str, Any], automatic_k: bool = True) -> list
         findings.append(Finding("note", "stability", messages.stability_message(stable)))
     counts = stable.get("rerun_groups") or []
     if automatic_k and any(count != stable.get("n_groups") for count in counts):
-        findings.append(Finding("note", "stability", messages.group_count_message(stable)))
+        findings.append(Finding("note", "group_count", messages.group_count_message(stable)))
     return findings
 
 

@@ -25,7 +25,7 @@ class Finding:
     level : str
         ``"warning"`` or ``"note"``.
     kind : str
-        ``"attribute"``, ``"verdict"``, ``"stability"`` or a hygiene check
+        ``"attribute"``, ``"verdict"``, ``"stability"``, ``"group_count"`` or a hygiene check
         (``"exact_duplicates"``, ``"near_duplicates"``, ``"outliers"``, ``"quality"``,
         ``"label_conflicts"``).
     message : str
