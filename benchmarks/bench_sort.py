@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from bench_views import SETS
 
 from medsort.evaluate import evaluate
 from medsort.group.metrics import score_grouping
@@ -45,17 +46,7 @@ CASES: dict[str, tuple[list[str], int | None]] = {
     "blood-cells-128": (["blood-cells-128"], None),
     "breast-ultrasound-28 --k 2": (["breast-ultrasound-28"], 2),
     "brain-mri --k 2": (["brain-mri"], 2),
-    "every dev set mixed": (
-        [
-            "chest-xray-28",
-            "lung-histology",
-            "blood-cells-128",
-            "breast-ultrasound-28",
-            "brain-mri",
-            "dermoscopy",
-        ],
-        None,
-    ),
+    "every dev set mixed": (list(SETS), None),
 }
 
 
